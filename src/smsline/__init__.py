@@ -1,0 +1,1 @@
+"""smsline: the SMS service of a customer-support system."""

@@ -1,0 +1,227 @@
+"""The database schema (SQLAlchemy Core). Alembic migrations create exactly these tables.
+
+Times are stored as timezone-aware UTC datetimes. Identifiers are BIGINT on PostgreSQL and
+INTEGER (rowid aliases) on SQLite.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite stores it naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, dt.datetime)
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Time = UtcDateTime()
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("customer_id", String(64), nullable=False, unique=True),
+    Column("phone", String(20), nullable=False, unique=True),
+    Column("personal_code", String(64), nullable=False),
+    Column("login", String(128), nullable=False),
+    Column("name", String(200)),
+    Column("language", String(2), nullable=False, server_default="en"),
+    Column("timezone", String(64), nullable=False, server_default="Europe/Moscow"),
+    Column("sms_enabled", Boolean, nullable=False, server_default="1"),
+    Column("password_hash", String(255)),
+    Column("password_expires_at", Time),
+    Column("password_must_change", Boolean, nullable=False, server_default="0"),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+)
+
+customer_tags = Table(
+    "customer_tags",
+    metadata,
+    Column("customer", Id, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(64), primary_key=True),
+    Index(None, "tag"),
+)
+
+consent_events = Table(
+    "consent_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("customer", Id, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False),
+    Column("sms_enabled", Boolean, nullable=False),
+    Column("channel", String(16), nullable=False),  # sms | operator | api | import
+    Column("actor", String(128), nullable=False),
+    Column("inbound", Id, ForeignKey("inbound_messages.id")),
+    Column("at", Time, nullable=False),
+    Index(None, "customer", "at"),
+)
+
+# Every SMS that came in (after reassembly), with what became of it.
+inbound_messages = Table(
+    "inbound_messages",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("received_at", Time, nullable=False),
+    Column("smsc", String(64), nullable=False),
+    Column("source", String(24), nullable=False),  # E.164 when parseable, else as received
+    Column("destination", String(24), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("data_coding", SmallInteger, nullable=False),
+    Column("parts", SmallInteger, nullable=False, server_default="1"),
+    Column("status", String(16), nullable=False),  # request | ignored | rate_limited
+    Column("reason", String(200)),
+    Column("dedupe_key", String(64), nullable=False),
+    Index(None, "dedupe_key"),
+    Index(None, "received_at"),
+)
+
+# Parts of a concatenated inbound SMS, kept (durably, before deliver_sm_resp) until all arrive.
+inbound_parts = Table(
+    "inbound_parts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("received_at", Time, nullable=False),
+    Column("smsc", String(64), nullable=False),
+    Column("group_key", String(128), nullable=False),
+    Column("seq", SmallInteger, nullable=False),
+    Column("total", SmallInteger, nullable=False),
+    Column("source", String(24), nullable=False),
+    Column("destination", String(24), nullable=False),
+    Column("data_coding", SmallInteger, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    # Set when the message is complete; the parts stay a while to recognise redelivered parts.
+    Column("inbound", Id, ForeignKey("inbound_messages.id")),
+    UniqueConstraint("group_key", "seq"),
+    Index(None, "received_at"),
+)
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("inbound", Id, ForeignKey("inbound_messages.id"), nullable=False, unique=True),
+    Column("msisdn", String(24), nullable=False),
+    Column("command", String(16), nullable=False),  # info | sms_stop | sms_start
+    Column("customer", Id, ForeignKey("customers.id")),
+    # received -> acknowledged -> done | failed
+    Column("status", String(16), nullable=False),
+    Column("received_at", Time, nullable=False),
+    Column("acknowledged_at", Time),
+    Column("processed_at", Time),
+    Column("error", String(200)),
+    Column("claimed_by", String(64)),
+    Column("claimed_until", Time),
+    Index(None, "msisdn", "received_at"),
+    Index(None, "status"),
+)
+
+# The outbox: every SMS smsline sends, from queued to its final status.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # ack | result | credentials | notification | ...
+    Column("priority", SmallInteger, nullable=False),  # lower goes first
+    Column("status", String(16), nullable=False),
+    Column("customer", Id, ForeignKey("customers.id")),
+    Column("request", Id, ForeignKey("requests.id")),
+    Column("sender", String(24), nullable=False),
+    Column("destination", String(24), nullable=False),
+    Column("language", String(2), nullable=False, server_default="en"),
+    # What history shows. For credential SMS this is the masked text; the clear text exists
+    # only in memory while the message is being submitted.
+    Column("text", Text, nullable=False),
+    Column("encoding", String(8), nullable=False),
+    Column("segments", SmallInteger, nullable=False),
+    Column("attempts", SmallInteger, nullable=False, server_default="0"),
+    Column("smsc", String(64)),
+    Column("error", String(200)),
+    Column("not_before", Time),
+    Column("claimed_by", String(64)),
+    Column("claimed_until", Time),
+    Column("queued_at", Time, nullable=False),
+    Column("sending_at", Time),
+    Column("submitted_at", Time),
+    Column("done_at", Time),
+    Index(None, "status", "priority", "id"),
+)
+
+# One row per submitted segment: the SMSC's message id and that part's receipt status.
+outbox_segments = Table(
+    "outbox_segments",
+    metadata,
+    Column("message", Id, ForeignKey("outbox.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", SmallInteger, primary_key=True),
+    Column("smsc", String(64), nullable=False),
+    Column("smsc_message_id", String(72), nullable=False),  # canonical form, for matching
+    Column("status", String(16), nullable=False),
+    Column("submitted_at", Time, nullable=False),
+    Column("done_at", Time),
+    Index(None, "smsc_message_id", "smsc"),
+)
+
+receipts = Table(
+    "receipts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("received_at", Time, nullable=False),
+    Column("smsc", String(64), nullable=False),
+    Column("smsc_message_id", String(72), nullable=False),  # canonical form
+    Column("message", Id, ForeignKey("outbox.id")),  # NULL while unmatched
+    Column("seq", SmallInteger),
+    Column("stat", String(16)),
+    Column("err", String(16)),
+    Column("status", String(16)),
+    Column("submit_date", String(16)),
+    Column("done_date", String(16)),
+    Column("dedupe_key", String(64), nullable=False),
+    Index(None, "smsc_message_id", "smsc"),
+    Index(None, "dedupe_key"),
+)

@@ -1,0 +1,90 @@
+"""Phone numbers (MSISDN): normalisation to E.164 and the SMPP address form."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Final
+
+import phonenumbers
+
+TON_INTERNATIONAL: Final = 1
+
+_WRITTEN_NUMBER: Final = re.compile(r"\+?[\d\s().\-/]+")
+_E164: Final = re.compile(r"\+[1-9][0-9]{1,14}")
+_INTERNATIONAL_DIGITS: Final = re.compile(r"[1-9][0-9]{1,14}")
+
+
+class InvalidMsisdn(ValueError):
+    """A value that cannot be read as a phone number."""
+
+    def __init__(self, raw: str, region: str | None = None, detail: str | None = None) -> None:
+        self.raw = raw
+        self.region = region
+        where = f" for region {region}" if region else ""
+        message = f"not a valid phone number{where}: {raw!r}"
+        if detail:
+            message = f"{message} ({detail})"
+        super().__init__(message)
+
+
+def _valid(number: phonenumbers.PhoneNumber | None) -> bool:
+    return number is not None and phonenumbers.is_valid_number(number)
+
+
+def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    try:
+        return phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def normalise_msisdn(raw: str, default_region: str = "RU") -> str:
+    """Read a phone number as people write it and give it in E.164 form with '+'.
+
+    A number without '+' is read in the default region first (``8 908 622 87 79``,
+    ``79086228779``); when that is not a valid number there, it is read as international
+    (``380501234567``, ``0044 20 7946 0958``).
+    """
+    written = unicodedata.normalize("NFKC", raw).strip()
+    if not written:
+        raise InvalidMsisdn(raw, default_region, "empty")
+    if not _WRITTEN_NUMBER.fullmatch(written):
+        raise InvalidMsisdn(raw, default_region, "contains characters that are not part of a phone number")
+    number = _parse(written, default_region)
+    if not _valid(number) and not written.startswith("+"):
+        digits = "".join(char for char in written if char.isdigit())
+        for international in (digits, digits[2:] if digits.startswith("00") else ""):
+            if international:
+                candidate = _parse("+" + international, None)
+                if _valid(candidate):
+                    number = candidate
+                    break
+    if number is None or not phonenumbers.is_valid_number(number):
+        raise InvalidMsisdn(raw, default_region)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def to_smpp_address(e164: str) -> str:
+    """The digits of an E.164 number without '+', for an address with TON 1 / NPI 1."""
+    if not _E164.fullmatch(e164):
+        raise InvalidMsisdn(e164, detail="expected E.164 such as +79086228779")
+    return e164[1:]
+
+
+def from_smpp_address(addr: str, ton: int, default_region: str = "RU") -> str:
+    """The E.164 form of an inbound source address.
+
+    With TON 1 (international) the SMSC vouches for the digits, so they are taken as they
+    are when their length is possible for the country; other TONs are read like a number
+    a person wrote.
+    """
+    if ton != TON_INTERNATIONAL:
+        return normalise_msisdn(addr, default_region)
+    digits = addr.strip().removeprefix("+")
+    if not _INTERNATIONAL_DIGITS.fullmatch(digits):
+        raise InvalidMsisdn(addr, detail="international address must be 2 to 15 digits")
+    number = _parse("+" + digits, None)
+    if number is None or not phonenumbers.is_possible_number(number):
+        raise InvalidMsisdn(addr, detail="not a possible international number")
+    return "+" + digits

@@ -1,0 +1,509 @@
+"""The dispatcher: claims outbox rows by priority, submits them over the bound links, records
+the SMSC's answers.
+
+Rows are claimed with a lease (``status = 'sending'``, ``claimed_by``, ``claimed_until``) using
+``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several processes never send the same row. Claimed
+rows wait in an in-memory heap ordered by (priority, id): an acknowledgement pushed in by the
+inbound writer jumps ahead of everything else. Results are written back in batches.
+
+Delivery guarantee: a row is only ever resent when its outcome is unknown — it was in flight
+(submit_sm written, no response) when the link or the process died — so duplicates are bounded
+by the windows of the binds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from smsline import metrics
+from smsline.config import Settings
+from smsline.db.schema import outbox, outbox_segments, receipts, requests
+from smsline.domain.command_status import rule_for
+from smsline.domain.msisdn import to_smpp_address
+from smsline.domain.receipts import canonical_message_id
+from smsline.domain.segments import concat_udh, segment
+from smsline.line.outbox import Kind, OutboxItem
+from smsline.line.receipts import lock_receipt_matching, settle_messages
+from smsline.smpp import pdus
+from smsline.smpp.connector import Connector, LinkDown
+from smsline.smpp.session import ResponseTimeout, SessionClosed
+
+log = logging.getLogger("smsline.dispatcher")
+
+LEASE_SECONDS = 60.0
+RENEW_EVERY = 15.0
+POLL_EVERY = 1.0
+MAX_ATTEMPTS = 5
+Prepare = Callable[[OutboxItem], Awaitable[str]]
+
+
+@dataclass(slots=True)
+class Outcome:
+    item: OutboxItem
+    status: str  # submitted | retry | rejected | failed
+    smsc: str = ""
+    message_ids: list[str] = field(default_factory=list)
+    error: str | None = None
+    at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: Settings,
+        connectors: Sequence[Connector],
+        *,
+        worker_id: str,
+        prepare: dict[str, Prepare] | None = None,
+        on_acknowledged: Callable[[], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.connectors = list(connectors)
+        self.worker_id = worker_id
+        self.prepare = prepare or {}
+        self.on_acknowledged = on_acknowledged
+        self._ready: list[OutboxItem] = []
+        self._held: set[int] = set()
+        self._busy: dict[str, int] = {c.name: 0 for c in self.connectors}
+        self._paused_until: dict[str, float] = {c.name: 0.0 for c in self.connectors}
+        self._outcomes: list[Outcome] = []
+        self._wake_send = asyncio.Event()
+        self._wake_fill = asyncio.Event()
+        self._wake_flush = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+        self._wake_housekeeping = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._refs = itertools.count(int(time.time()) & 0xFF)
+        self._stopping = False
+        self._is_postgres = engine.dialect.name == "postgresql"
+        for c in self.connectors:
+            c.state_listeners.append(lambda _c: self._wake_send.set())
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def push(self, items: list[OutboxItem]) -> None:
+        """Rows already claimed for this worker (acknowledgements from the inbound writer)."""
+        for item in items:
+            if item.id not in self._held:
+                self._held.add(item.id)
+                heapq.heappush(self._ready, item)
+        metrics.queue_depth.set(len(self._ready))
+        self._wake_send.set()
+
+    def wake(self) -> None:
+        """New rows were queued in the database."""
+        self._wake_fill.set()
+
+    async def run(self) -> None:
+        loops = [self._fill_loop(), self._send_loop(), self._flush_loop(), self._housekeeping()]
+        await asyncio.gather(*loops)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Wait for in-flight submits, write their outcomes, release claimed rows; `run` ends."""
+        self._stopping = True
+        for event in (self._wake_send, self._wake_fill, self._wake_flush, self._wake_housekeeping):
+            event.set()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+        await self._flush()
+        await self._release([item.id for item in self._ready])
+        self._ready.clear()
+
+    @property
+    def ready(self) -> int:
+        return len(self._ready)
+
+    # -- claiming -------------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Before starting: on SQLite only one process runs, so rows another process left
+        'sending' (it crashed) go back to the queue at once instead of when their lease ends."""
+        if self._is_postgres:
+            return
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(outbox)
+                .where(outbox.c.status == "sending", outbox.c.claimed_by != self.worker_id)
+                .values(status="queued", claimed_by=None, claimed_until=None)
+            )
+        if result.rowcount:
+            log.warning("%d messages were in flight at the last stop; queued again", result.rowcount)
+
+    def _capacity(self) -> int:
+        windows = sum(c.settings.window for c in self.connectors)
+        return max(64, windows * 4)
+
+    async def _fill_loop(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_fill.wait(), POLL_EVERY)
+            self._wake_fill.clear()
+            if self._stopping:
+                return
+            try:
+                while not self._stopping:
+                    room = self._capacity() - len(self._ready)
+                    if room < self._capacity() // 2:
+                        break
+                    claimed = await self._claim(room)
+                    if claimed:
+                        self.push(claimed)
+                    if len(claimed) < room:
+                        break
+            except Exception:
+                log.exception("claiming outbox rows failed; retrying")
+
+    async def _claim(self, limit: int) -> list[OutboxItem]:
+        async with self.engine.begin() as conn:
+            now = dt.datetime.now(dt.UTC)
+            due = or_(outbox.c.not_before.is_(None), outbox.c.not_before <= now)
+            pick = (
+                select(outbox.c.id)
+                .where(outbox.c.status == "queued", due)
+                .order_by(outbox.c.priority, outbox.c.id)
+                .limit(limit)
+            )
+            if self._is_postgres:
+                pick = pick.with_for_update(skip_locked=True)
+            rows = await conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(pick.scalar_subquery()))
+                .values(
+                    status="sending",
+                    claimed_by=self.worker_id,
+                    claimed_until=now + dt.timedelta(seconds=LEASE_SECONDS),
+                    sending_at=now,
+                )
+                .returning(*outbox.c)
+            )
+            items = [OutboxItem.from_row(r) for r in rows.mappings()]
+        items.sort()
+        return items
+
+    async def _housekeeping(self) -> None:
+        """Renew our leases; return rows whose lease ran out (a dead worker's) to the queue."""
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_housekeeping.wait(), RENEW_EVERY)
+            if self._stopping:
+                return
+            try:
+                async with self.engine.begin() as conn:
+                    now = dt.datetime.now(dt.UTC)
+                    await conn.execute(
+                        update(outbox)
+                        .where(outbox.c.status == "sending", outbox.c.claimed_by == self.worker_id)
+                        .values(claimed_until=now + dt.timedelta(seconds=LEASE_SECONDS))
+                    )
+                    expired = await conn.execute(
+                        update(outbox)
+                        .where(outbox.c.status == "sending", outbox.c.claimed_until < now)
+                        .values(status="queued", claimed_by=None, claimed_until=None)
+                    )
+                    await self._match_waiting_receipts(conn, now)
+                if expired.rowcount:
+                    log.warning("%d messages of a stopped worker queued again", expired.rowcount)
+                    self._wake_fill.set()
+            except Exception:
+                log.exception("outbox housekeeping failed")
+
+    async def _release(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(ids), outbox.c.status == "sending")
+                .values(status="queued", claimed_by=None, claimed_until=None)
+            )
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def _pick_connector(self) -> Connector | None:
+        now = time.monotonic()
+        best: Connector | None = None
+        best_free = 0
+        for c in self.connectors:
+            if not c.is_bound or self._paused_until[c.name] > now:
+                continue
+            free = c.settings.window - self._busy[c.name]
+            if free > best_free:
+                best, best_free = c, free
+        return best
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._wake_send.wait()
+            self._wake_send.clear()
+            if self._stopping:
+                return
+            while self._ready:
+                connector = self._pick_connector()
+                if connector is None:
+                    paused = [t for t in self._paused_until.values() if t > time.monotonic()]
+                    if paused:
+                        loop = asyncio.get_running_loop()
+                        loop.call_at(loop.time() + (min(paused) - time.monotonic()), self._wake_send.set)
+                    break
+                item = heapq.heappop(self._ready)
+                self._busy[connector.name] += 1
+                task = asyncio.get_running_loop().create_task(self._send(item, connector))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            metrics.queue_depth.set(len(self._ready))
+            if len(self._ready) < self._capacity() // 2:
+                self._wake_fill.set()
+
+    def _requeue_in_memory(self, item: OutboxItem) -> None:
+        heapq.heappush(self._ready, item)
+        self._wake_send.set()
+
+    async def _send(self, item: OutboxItem, connector: Connector) -> None:
+        try:
+            outcome = await self._submit(item, connector)
+        except (LinkDown, SessionClosed, ResponseTimeout, ConnectionError) as exc:
+            log.info("message %s not confirmed (%s); it will be sent again", item.id, exc)
+            self._requeue_in_memory(item)
+            return
+        except Exception as exc:
+            log.exception("message %s could not be submitted", item.id)
+            outcome = Outcome(item, "retry", error=f"internal error: {exc.__class__.__name__}")
+        finally:
+            self._busy[connector.name] -= 1
+            self._wake_send.set()
+        if outcome.status == "throttled":
+            self._requeue_in_memory(item)
+            return
+        self._held.discard(item.id)
+        self._outcomes.append(outcome)
+        self._wake_flush.set()
+
+    async def _submit(self, item: OutboxItem, connector: Connector) -> Outcome:
+        text = item.text
+        preparer = self.prepare.get(item.kind)
+        if preparer is not None:
+            text = await preparer(item)
+        mode = connector.settings.long_messages
+        seg = segment(text, header_octets={"udh8": 6, "udh16": 7, "sar": 0, "payload": 0}[mode])
+        destination = to_smpp_address(item.destination)
+        source_ton = pdus.TON_ALPHANUMERIC if not item.sender.lstrip("+").isdigit() else 1
+        source_npi = pdus.NPI_UNKNOWN if source_ton == pdus.TON_ALPHANUMERIC else pdus.NPI_ISDN
+        reference = next(self._refs) & (0xFFFF if mode == "udh16" else 0xFF)
+        bodies: list[tuple[bytes, bool, pdus.Sar | None, bytes | None]] = []
+        if seg.count == 1 or mode == "payload":
+            whole = b"".join(seg.parts)
+            if mode == "payload" and seg.count > 1:
+                bodies.append((b"", False, None, whole))
+            else:
+                bodies.append((whole, False, None, None))
+        else:
+            for seq, part in enumerate(seg.parts, start=1):
+                if mode == "sar":
+                    bodies.append((part, False, pdus.Sar(reference, seg.count, seq), None))
+                else:
+                    udh = concat_udh(reference, seg.count, seq, sixteen_bit=mode == "udh16")
+                    bodies.append((udh + part, True, None, None))
+        ids: list[str] = []
+        for short_message, udhi, sar, payload in bodies:
+            pdu = pdus.submit_sm(
+                source=item.sender.lstrip("+"),
+                source_ton=source_ton,
+                source_npi=source_npi,
+                destination=destination,
+                data_coding=seg.data_coding,
+                short_message=short_message,
+                udhi=udhi,
+                sar=sar,
+                message_payload=payload,
+            )
+            if item.kind == Kind.ACK and item.received_mono is not None and not ids:
+                metrics.ack_latency.observe(time.monotonic() - item.received_mono)
+            response = await connector.submit(pdu)
+            status = pdus.status_of(response)
+            if status == pdus.ESME_ROK:
+                ids.append(pdus.str_param(response, "message_id"))
+                continue
+            rule = rule_for(status)
+            metrics.submits.labels(smsc=connector.name, outcome=rule.action).inc()
+            error = f"{rule.name}: {rule.reason}"
+            if rule.action == "throttle":
+                self._paused_until[connector.name] = time.monotonic() + 1.0
+                return Outcome(item, "throttled", error=error)
+            if rule.action == "fail":
+                return Outcome(item, "rejected", smsc=connector.name, error=error)
+            return Outcome(item, "retry", smsc=connector.name, error=error)
+        metrics.submits.labels(smsc=connector.name, outcome="ok").inc()
+        return Outcome(item, "submitted", smsc=connector.name, message_ids=ids)
+
+    # -- recording ------------------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while not self._stopping:
+            await self._wake_flush.wait()
+            self._wake_flush.clear()
+            if self._stopping:
+                return
+            try:
+                await self._flush()
+            except Exception:
+                log.exception("recording submit results failed; will try again")
+                await asyncio.sleep(0.5)
+                self._wake_flush.set()
+
+    async def _flush(self) -> None:
+        async with self._flush_lock:
+            while self._outcomes:
+                batch = self._outcomes[:1000]
+                del self._outcomes[: len(batch)]
+                try:
+                    async with self.engine.begin() as conn:
+                        await self._record(conn, batch)
+                except BaseException:
+                    self._outcomes[:0] = batch
+                    raise
+                self._after_record(batch)
+
+    def _after_record(self, batch: list[Outcome]) -> None:
+        if self.on_acknowledged is not None and any(o.item.kind == Kind.ACK for o in batch):
+            self.on_acknowledged()
+
+    async def _record(self, conn: AsyncConnection, batch: list[Outcome]) -> None:
+        now = dt.datetime.now(dt.UTC)
+        bases = {c.name: c.settings.id_base for c in self.connectors}
+        submitted = [o for o in batch if o.status == "submitted"]
+        if submitted:
+            await lock_receipt_matching(conn)
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id == bindparam("b_id"))
+                .values(
+                    status="submitted",
+                    submitted_at=bindparam("b_at"),
+                    smsc=bindparam("b_smsc"),
+                    attempts=outbox.c.attempts + 1,
+                    claimed_by=None,
+                    claimed_until=None,
+                    error=None,
+                ),
+                [{"b_id": o.item.id, "b_at": o.at, "b_smsc": o.smsc} for o in submitted],
+            )
+            segment_rows = [
+                {
+                    "message": o.item.id,
+                    "seq": seq,
+                    "smsc": o.smsc,
+                    "smsc_message_id": canonical_message_id(
+                        mid, side="resp", base=bases.get(o.smsc, "same")
+                    ),
+                    "status": "submitted",
+                    "submitted_at": o.at,
+                }
+                for o in submitted
+                for seq, mid in enumerate(o.message_ids, start=1)
+            ]
+            await conn.execute(insert(outbox_segments), segment_rows)
+            acks = [o.item.request for o in submitted if o.item.kind == Kind.ACK and o.item.request]
+            if acks:
+                await conn.execute(
+                    update(requests)
+                    .where(requests.c.id.in_(acks), requests.c.status == "received")
+                    .values(status="acknowledged", acknowledged_at=now)
+                )
+            await self._match_waiting_receipts(conn, now, segment_rows)
+        retries = [o for o in batch if o.status == "retry"]
+        for o in retries:
+            attempts = o.item.attempts + 1
+            if attempts >= MAX_ATTEMPTS:
+                o.status = "failed"
+                o.error = f"gave up after {attempts} attempts: {o.error}"
+                continue
+            delay = min(300.0, 5.0 * 2 ** (attempts - 1))
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id == o.item.id)
+                .values(
+                    status="queued",
+                    attempts=attempts,
+                    error=o.error,
+                    not_before=now + dt.timedelta(seconds=delay),
+                    claimed_by=None,
+                    claimed_until=None,
+                )
+            )
+        final = [o for o in batch if o.status in ("rejected", "failed")]
+        for o in final:
+            metrics.messages_final.labels(status=o.status).inc()
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id == o.item.id)
+                .values(
+                    status=o.status,
+                    error=o.error,
+                    done_at=now,
+                    attempts=outbox.c.attempts + 1,
+                    claimed_by=None,
+                    claimed_until=None,
+                )
+            )
+            if o.item.kind == Kind.ACK and o.item.request:
+                await conn.execute(
+                    update(requests)
+                    .where(requests.c.id == o.item.request)
+                    .values(status="failed", error="the acknowledgement could not be sent")
+                )
+
+    async def _match_waiting_receipts(
+        self,
+        conn: AsyncConnection,
+        now: dt.datetime,
+        segment_rows: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Receipts that came before their submit_sm_resp was recorded find their message now."""
+        query = select(
+            receipts.c.id, receipts.c.smsc, receipts.c.smsc_message_id, receipts.c.status
+        ).where(receipts.c.message.is_(None), receipts.c.received_at >= now - dt.timedelta(days=2))
+        if segment_rows is not None:
+            query = query.where(
+                receipts.c.smsc_message_id.in_({r["smsc_message_id"] for r in segment_rows})
+            )
+        waiting = (await conn.execute(query)).all()
+        if not waiting:
+            return
+        touched: set[int] = set()
+        for receipt_id, smsc, smsc_id, status in waiting:
+            found = (
+                await conn.execute(
+                    select(outbox_segments.c.message, outbox_segments.c.seq).where(
+                        outbox_segments.c.smsc == smsc, outbox_segments.c.smsc_message_id == smsc_id
+                    )
+                )
+            ).first()
+            if found is None:
+                continue
+            message, seq = found
+            await conn.execute(
+                update(receipts).where(receipts.c.id == receipt_id).values(message=message, seq=seq)
+            )
+            if status and status != "submitted":
+                await conn.execute(
+                    update(outbox_segments)
+                    .where(outbox_segments.c.message == message, outbox_segments.c.seq == seq)
+                    .values(status=status, done_at=now)
+                )
+                touched.add(message)
+        if touched:
+            await settle_messages(conn, touched, now)

@@ -1,0 +1,476 @@
+"""Inbound: every ``deliver_sm`` is stored before its ``deliver_sm_resp`` goes back.
+
+Deliveries are written in batches (group commit): one transaction stores the inbound messages,
+the requests they carry with their acknowledgement SMS, the parts of multipart messages, and
+delivery receipts; only after it commits do the responses go out. A failed transaction answers
+every PDU of the batch with a temporary error, so the SMSC delivers them again: nothing that was
+acknowledged is lost, and a redelivered MO is recognised and processed once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, case, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from smsline import metrics
+from smsline.config import Settings
+from smsline.db.schema import customers, inbound_messages, inbound_parts, outbox, requests
+from smsline.domain.commands import Command, match_command
+from smsline.domain.limits import RecentRequests, RequestLimits, limit_exceeded
+from smsline.domain.msisdn import InvalidMsisdn, from_smpp_address, normalise_msisdn
+from smsline.domain.segments import decode_payload, split_udh
+from smsline.domain.texts import ack_text, language_of
+from smsline.line.outbox import Kind, OutboxItem, Priority, outbox_row
+from smsline.line.receipts import ReceiptIn, parse_receipt, record_receipts
+from smsline.smpp import pdus
+from smsline.smpp.pdus import Pdu
+from smsline.smpp.session import Session
+
+log = logging.getLogger("smsline.inbound")
+
+MAX_BATCH = 512
+CLAIM_SECONDS = 60.0
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One deliver_sm as it came off a link, waiting to be stored and answered."""
+
+    smsc: str
+    session: Session
+    pdu: Pdu
+    received_at: dt.datetime
+    received_mono: float
+
+
+@dataclass(slots=True)
+class MoIn:
+    """A mobile-originated SMS, or one part of a concatenated one."""
+
+    delivery: Delivery
+    source: str
+    destination: str
+    data_coding: int
+    payload: bytes
+    dedupe_key: str
+    group: tuple[int, int, int] | None = None  # (reference, total, seq)
+    text: str = ""
+    parts: int = 1
+    problem: str | None = None
+
+
+@dataclass(slots=True)
+class Decision:
+    mo: MoIn
+    status: str
+    reason: str | None = None
+    command: Command | None = None
+    customer: dict[str, Any] | None = None
+    inbound_id: int = 0
+    part_keys: list[tuple[str, int]] = field(default_factory=list)
+
+
+def _address(raw: str, ton: int, region: str) -> str:
+    try:
+        return from_smpp_address(raw, ton, region)
+    except InvalidMsisdn:
+        return raw
+
+
+def parse_delivery(delivery: Delivery, region: str) -> MoIn | ReceiptIn:
+    """Plain values from a deliver_sm: a receipt, or an MO (or MO part)."""
+    pdu = delivery.pdu
+    if pdus.is_delivery_receipt(pdu):
+        return parse_receipt(delivery.smsc, pdu)
+    source_raw = pdus.str_param(pdu, "source_addr")
+    dest_raw = pdus.str_param(pdu, "destination_addr")
+    data_coding = pdus.data_coding_of(pdu)
+    raw = pdus.text_bytes(pdu)
+    sar = pdus.sar_of(pdu)
+    # A redelivery repeats the PDU; a new SMS from the handset carries a new message reference
+    # (TP-MR, passed on as user_message_reference by SMSCs that have it).
+    reference = pdu.params.get("user_message_reference")
+    digest = hashlib.sha256(
+        f"{delivery.smsc}|{source_raw}|{dest_raw}|{data_coding}|{sar}|{reference}|".encode() + raw
+    ).hexdigest()[:40]
+    mo = MoIn(
+        delivery=delivery,
+        source=_address(source_raw, pdus.ton_value(pdu.params.get("source_addr_ton")), region),
+        destination=_address(dest_raw, pdus.ton_value(pdu.params.get("dest_addr_ton")), region),
+        data_coding=data_coding,
+        payload=raw,
+        dedupe_key=digest,
+    )
+    if pdus.has_udhi(pdu):
+        try:
+            concat, mo.payload = split_udh(raw)
+        except ValueError as exc:
+            mo.problem = f"malformed user data header: {exc}"
+            mo.text = decode_payload(data_coding, raw)
+            return mo
+        if concat is not None and concat.total > 1:
+            mo.group = (concat.reference, concat.total, concat.seq)
+    elif sar is not None and sar.total > 1:
+        mo.group = (sar.reference, sar.total, sar.seq)
+    if mo.group is None:
+        mo.text = decode_payload(data_coding, mo.payload)
+    return mo
+
+
+class InboundWriter:
+    """Stores deliveries in batches and answers them after the commit."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: Settings,
+        *,
+        worker_id: str,
+        on_acks: Callable[[list[OutboxItem]], None],
+        on_receipts: Callable[[], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.worker_id = worker_id
+        self.on_acks = on_acks
+        self.on_receipts = on_receipts
+        self.service_number = normalise_msisdn(settings.service_number, settings.default_region)
+        self.limits = RequestLimits(
+            info_per_hour=settings.limit_info_per_hour,
+            info_per_day=settings.limit_info_per_day,
+            any_per_day=settings.limit_any_per_day,
+        )
+        self._pending: list[Delivery] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def deliver(self, smsc: str, session: Session, pdu: Pdu) -> None:
+        """The connectors' deliver_sm callback: queue it; the response comes after the commit."""
+        self._pending.append(
+            Delivery(smsc, session, pdu, dt.datetime.now(dt.UTC), time.monotonic())
+        )
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Store deliveries as they come, until `stop`; what came before `stop` is stored."""
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = self._pending[:MAX_BATCH]
+                del self._pending[:MAX_BATCH]
+                await self.store(batch)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def store(self, batch: Sequence[Delivery]) -> None:
+        region = self.settings.default_region
+        parsed = [parse_delivery(d, region) for d in batch]
+        acks: list[OutboxItem] = []
+        receipts_stored = False
+        try:
+            async with self.engine.begin() as conn:
+                mos = [p for p in parsed if isinstance(p, MoIn)]
+                receipts = [p for p in parsed if isinstance(p, ReceiptIn)]
+                if mos:
+                    acks = await self._store_mos(conn, mos)
+                if receipts:
+                    await record_receipts(conn, receipts, self.settings)
+                    receipts_stored = True
+        except Exception:
+            log.exception("could not store %d deliveries; answering with a temporary error", len(batch))
+            for d in batch:
+                d.session.respond(d.pdu, pdus.deliver_sm_resp(d.pdu, status=pdus.ESME_RX_T_APPN))
+            metrics.inbound_store_failures.inc(len(batch))
+            return
+        for d in batch:
+            d.session.respond(d.pdu, pdus.deliver_sm_resp(d.pdu))
+        if acks:
+            self.on_acks(acks)
+        if receipts_stored and self.on_receipts is not None:
+            self.on_receipts()
+
+    # -- MO -----------------------------------------------------------------------------------
+
+    async def _store_mos(self, conn: AsyncConnection, mos: list[MoIn]) -> list[OutboxItem]:
+        now = dt.datetime.now(dt.UTC)  # taken inside the transaction: orders with other writers
+        singles, parts = [m for m in mos if m.group is None], [m for m in mos if m.group]
+        decisions: list[Decision] = []
+        if parts:
+            decisions.extend(await self._assemble_parts(conn, parts, now))
+        fresh = await self._drop_duplicates(conn, singles, now)
+        decisions.extend(Decision(mo=m, status="") for m in fresh)
+        if not decisions:
+            return []
+        await self._decide(conn, decisions, now)
+        return await self._insert(conn, decisions, now)
+
+    async def _drop_duplicates(
+        self, conn: AsyncConnection, mos: list[MoIn], now: dt.datetime
+    ) -> list[MoIn]:
+        if not mos:
+            return []
+        since = now - dt.timedelta(seconds=self.settings.duplicate_window_seconds)
+        keys = {m.dedupe_key for m in mos}
+        seen = set(
+            (
+                await conn.execute(
+                    select(inbound_messages.c.dedupe_key).where(
+                        inbound_messages.c.dedupe_key.in_(keys),
+                        inbound_messages.c.received_at >= since,
+                    )
+                )
+            ).scalars()
+        )
+        fresh = []
+        for m in mos:
+            if m.dedupe_key in seen:
+                metrics.inbound_duplicates.inc()
+                log.info("duplicate delivery of an MO from %s ignored", m.source)
+                continue
+            seen.add(m.dedupe_key)
+            fresh.append(m)
+        return fresh
+
+    async def _assemble_parts(
+        self, conn: AsyncConnection, parts: list[MoIn], now: dt.datetime
+    ) -> list[Decision]:
+        """Store new parts; return the messages that are now complete."""
+        groups: dict[str, list[MoIn]] = defaultdict(list)
+        for m in parts:
+            assert m.group is not None
+            ref, total, _ = m.group
+            key = f"{m.delivery.smsc}|{m.source}|{m.destination}|{ref}|{total}"
+            groups[key].append(m)
+        existing = {
+            (row.group_key, row.seq)
+            for row in await conn.execute(
+                select(inbound_parts.c.group_key, inbound_parts.c.seq).where(
+                    inbound_parts.c.group_key.in_(groups)
+                )
+            )
+        }
+        rows = []
+        for key, members in groups.items():
+            for m in members:
+                assert m.group is not None
+                if (key, m.group[2]) in existing:
+                    metrics.inbound_duplicates.inc()
+                    continue
+                existing.add((key, m.group[2]))
+                rows.append(
+                    {
+                        "received_at": now,
+                        "smsc": m.delivery.smsc,
+                        "group_key": key,
+                        "seq": m.group[2],
+                        "total": m.group[1],
+                        "source": m.source,
+                        "destination": m.destination,
+                        "data_coding": m.data_coding,
+                        "payload": m.payload,
+                    }
+                )
+        if rows:
+            await conn.execute(insert(inbound_parts), rows)
+        complete: list[Decision] = []
+        stored = await conn.execute(
+            select(
+                inbound_parts.c.group_key,
+                inbound_parts.c.seq,
+                inbound_parts.c.total,
+                inbound_parts.c.data_coding,
+                inbound_parts.c.payload,
+            )
+            .where(inbound_parts.c.group_key.in_(groups), inbound_parts.c.inbound.is_(None))
+            .order_by(inbound_parts.c.group_key, inbound_parts.c.seq)
+        )
+        by_group: dict[str, list[Any]] = defaultdict(list)
+        for row in stored:
+            by_group[row.group_key].append(row)
+        for key, members in groups.items():
+            got = by_group.get(key, [])
+            total = members[0].group[1] if members[0].group else 0
+            if len({r.seq for r in got}) < total:
+                continue
+            first = members[0]
+            text = "".join(decode_payload(r.data_coding, bytes(r.payload)) for r in got)
+            mo = MoIn(
+                delivery=first.delivery,
+                source=first.source,
+                destination=first.destination,
+                data_coding=got[0].data_coding,
+                payload=b"",
+                dedupe_key=hashlib.sha256(f"{key}|{now.isoformat()}".encode()).hexdigest()[:40],
+                text=text,
+                parts=total,
+            )
+            complete.append(Decision(mo=mo, status="", part_keys=[(key, r.seq) for r in got]))
+        return complete
+
+    async def _decide(self, conn: AsyncConnection, decisions: list[Decision], now: dt.datetime) -> None:
+        candidates: list[Decision] = []
+        for d in decisions:
+            m = d.mo
+            if m.problem:
+                d.status, d.reason = "ignored", m.problem
+            elif m.destination != self.service_number:
+                d.status, d.reason = "ignored", f"not addressed to the service number {self.service_number}"
+            else:
+                match = match_command(m.text)
+                if match.command is None:
+                    d.status, d.reason = "ignored", match.reason
+                else:
+                    d.command = match.command
+                    candidates.append(d)
+        if not candidates:
+            return
+        phones = {d.mo.source for d in candidates}
+        found = await conn.execute(
+            select(customers.c.id, customers.c.phone, customers.c.language).where(
+                customers.c.phone.in_(phones)
+            )
+        )
+        by_phone = {row.phone: dict(row._mapping) for row in found}
+        recent = await self._recent_counts(conn, phones, now)
+        for d in candidates:
+            assert d.command is not None
+            counts = recent[d.mo.source]
+            reason = limit_exceeded(d.command, RecentRequests(*counts), self.limits)
+            if reason is not None:
+                d.status, d.reason = "rate_limited", reason
+                continue
+            d.status = "request"
+            d.customer = by_phone.get(d.mo.source)
+            info = 1 if d.command is Command.INFO else 0
+            recent[d.mo.source] = (counts[0] + info, counts[1] + info, counts[2] + 1)
+
+    async def _recent_counts(
+        self, conn: AsyncConnection, phones: set[str], now: dt.datetime
+    ) -> dict[str, tuple[int, int, int]]:
+        hour_ago = now - dt.timedelta(hours=1)
+        day_ago = now - dt.timedelta(days=1)
+        is_info = requests.c.command == Command.INFO.value
+        rows = await conn.execute(
+            select(
+                requests.c.msisdn,
+                func.sum(case((and_(is_info, requests.c.received_at >= hour_ago), 1), else_=0)),
+                func.sum(case((is_info, 1), else_=0)),
+                func.count(),
+            )
+            .where(requests.c.msisdn.in_(phones), requests.c.received_at >= day_ago)
+            .group_by(requests.c.msisdn)
+        )
+        counts: dict[str, tuple[int, int, int]] = defaultdict(lambda: (0, 0, 0))
+        for msisdn, info_hour, info_day, any_day in rows:
+            counts[msisdn] = (int(info_hour or 0), int(info_day or 0), int(any_day or 0))
+        return counts
+
+    async def _insert(
+        self, conn: AsyncConnection, decisions: list[Decision], now: dt.datetime
+    ) -> list[OutboxItem]:
+        rows = [
+            {
+                "received_at": d.mo.delivery.received_at,
+                "smsc": d.mo.delivery.smsc,
+                "source": d.mo.source,
+                "destination": d.mo.destination,
+                "text": d.mo.text,
+                "data_coding": d.mo.data_coding,
+                "parts": d.mo.parts,
+                "status": d.status,
+                "reason": d.reason,
+                "dedupe_key": d.mo.dedupe_key,
+            }
+            for d in decisions
+        ]
+        ids = (
+            await conn.execute(
+                insert(inbound_messages).returning(
+                    inbound_messages.c.id, sort_by_parameter_order=True
+                ),
+                rows,
+            )
+        ).scalars().all()
+        for d, inbound_id in zip(decisions, ids, strict=True):
+            d.inbound_id = inbound_id
+            metrics.inbound_messages.labels(status=d.status).inc()
+            for key, seq in d.part_keys:
+                await conn.execute(
+                    update(inbound_parts)
+                    .where(inbound_parts.c.group_key == key, inbound_parts.c.seq == seq)
+                    .values(inbound=inbound_id)
+                )
+        accepted = [d for d in decisions if d.status == "request"]
+        if not accepted:
+            return []
+        request_ids = (
+            await conn.execute(
+                insert(requests).returning(requests.c.id, sort_by_parameter_order=True),
+                [
+                    {
+                        "inbound": d.inbound_id,
+                        "msisdn": d.mo.source,
+                        "command": d.command.value if d.command else "",
+                        "customer": d.customer["id"] if d.customer else None,
+                        "status": "received",
+                        "received_at": d.mo.delivery.received_at,
+                    }
+                    for d in accepted
+                ],
+            )
+        ).scalars().all()
+        claimed_until = now + dt.timedelta(seconds=CLAIM_SECONDS)
+        ack_rows = []
+        for d, request_id in zip(accepted, request_ids, strict=True):
+            language = language_of(d.customer["language"] if d.customer else self.settings.default_language)
+            ack_rows.append(
+                outbox_row(
+                    kind=Kind.ACK,
+                    priority=Priority.ACK,
+                    sender=self.settings.sender,
+                    destination=d.mo.source,
+                    text=ack_text(language),
+                    language=language,
+                    now=now,
+                    customer=d.customer["id"] if d.customer else None,
+                    request=request_id,
+                    status="sending",
+                    claimed_by=self.worker_id,
+                    claimed_until=claimed_until,
+                )
+            )
+        ack_ids = (
+            await conn.execute(
+                insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True), ack_rows
+            )
+        ).scalars().all()
+        items = []
+        for d, row, ack_id in zip(accepted, ack_rows, ack_ids, strict=True):
+            items.append(
+                OutboxItem(
+                    priority=row["priority"],
+                    id=ack_id,
+                    kind=row["kind"],
+                    sender=row["sender"],
+                    destination=row["destination"],
+                    text=row["text"],
+                    language=row["language"],
+                    customer=row["customer"],
+                    request=row["request"],
+                    received_mono=d.mo.delivery.received_mono,
+                )
+            )
+        return items

@@ -1,0 +1,173 @@
+"""Delivery receipts: parse, store, and move the message they refer to to its new status.
+
+A receipt is matched by ``receipted_message_id`` when the SMSC sends it, otherwise by the ``id:``
+of its text, compared in canonical form (per-SMSC hex/decimal handling). Multipart messages take
+the aggregate of their parts. A receipt that matches nothing is stored with no message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from smsline import metrics
+from smsline.config import IdBase, Settings
+from smsline.db.schema import outbox, outbox_segments, receipts
+from smsline.domain.receipts import (
+    FINAL_STATUSES,
+    MessageStatus,
+    canonical_message_id,
+    merge_part_statuses,
+    parse_receipt_text,
+    status_from_receipt,
+)
+from smsline.domain.segments import decode_payload
+from smsline.smpp import pdus
+from smsline.smpp.pdus import Pdu
+
+log = logging.getLogger("smsline.receipts")
+
+
+@dataclass(slots=True)
+class ReceiptIn:
+    smsc: str
+    message_id: str
+    stat: str | None
+    err: str | None
+    status: MessageStatus | None
+    submit_date: str | None
+    done_date: str | None
+    dedupe_key: str
+
+
+def parse_receipt(smsc: str, pdu: Pdu) -> ReceiptIn:
+    raw = pdus.text_bytes(pdu)
+    fields = parse_receipt_text(decode_payload(pdus.data_coding_of(pdu), raw))
+    tlv_id = pdus.str_param(pdu, "receipted_message_id").strip("\x00 ")
+    state = pdus.int_param(pdu, "message_state")
+    return ReceiptIn(
+        smsc=smsc,
+        message_id=tlv_id or (fields.message_id or ""),
+        stat=fields.stat,
+        err=fields.err,
+        status=status_from_receipt(fields.stat, state),
+        submit_date=fields.submit_date,
+        done_date=fields.done_date,
+        dedupe_key=hashlib.sha256(f"{smsc}|".encode() + raw + tlv_id.encode()).hexdigest()[:40],
+    )
+
+
+RECEIPT_MATCHING_LOCK = 0x736D73_01  # any constant: one advisory lock for receipt matching
+
+
+async def lock_receipt_matching(conn: AsyncConnection) -> None:
+    """Serialise storing receipts with recording submit_sm_resp ids (PostgreSQL; SQLite writers
+    are serial already), so a receipt that overtakes its response is never missed by both."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": RECEIPT_MATCHING_LOCK})
+
+
+def id_bases(settings: Settings) -> dict[str, IdBase]:
+    return {bind.name: bind.id_base for bind in settings.smsc_binds()}
+
+
+async def record_receipts(
+    conn: AsyncConnection, incoming: list[ReceiptIn], settings: Settings
+) -> None:
+    await lock_receipt_matching(conn)
+    now = dt.datetime.now(dt.UTC)
+    bases = id_bases(settings)
+    seen = set(
+        (
+            await conn.execute(
+                select(receipts.c.dedupe_key).where(
+                    receipts.c.dedupe_key.in_({r.dedupe_key for r in incoming})
+                )
+            )
+        ).scalars()
+    )
+    fresh: list[tuple[ReceiptIn, str]] = []
+    for r in incoming:
+        if r.dedupe_key in seen:
+            continue
+        seen.add(r.dedupe_key)
+        key = canonical_message_id(r.message_id, side="receipt", base=bases.get(r.smsc, "same"))
+        fresh.append((r, key))
+    if not fresh:
+        return
+    by_smsc: dict[str, set[str]] = defaultdict(set)
+    for r, key in fresh:
+        by_smsc[r.smsc].add(key)
+    segments: dict[tuple[str, str], tuple[int, int]] = {}
+    for smsc, keys in by_smsc.items():
+        rows = await conn.execute(
+            select(
+                outbox_segments.c.smsc_message_id, outbox_segments.c.message, outbox_segments.c.seq
+            ).where(outbox_segments.c.smsc == smsc, outbox_segments.c.smsc_message_id.in_(keys))
+        )
+        for smsc_id, message, seq in rows:
+            segments[(smsc, smsc_id)] = (message, seq)
+    touched: set[int] = set()
+    rows_out = []
+    for r, key in fresh:
+        match = segments.get((r.smsc, key))
+        if match is None:
+            # Usually a receipt that overtook its submit_sm_resp: matched when that is recorded.
+            metrics.receipts_unmatched.inc()
+            log.debug("receipt for a message id not (yet) known: %r from %s", r.message_id, r.smsc)
+        elif r.status is not None and r.status != "submitted":
+            await conn.execute(
+                update(outbox_segments)
+                .where(outbox_segments.c.message == match[0], outbox_segments.c.seq == match[1])
+                .values(status=r.status, done_at=now)
+            )
+            touched.add(match[0])
+        metrics.receipts.labels(status=r.status or "unknown").inc()
+        rows_out.append(
+            {
+                "received_at": now,
+                "smsc": r.smsc,
+                "smsc_message_id": key,
+                "message": match[0] if match else None,
+                "seq": match[1] if match else None,
+                "stat": r.stat,
+                "err": r.err,
+                "status": r.status,
+                "submit_date": r.submit_date,
+                "done_date": r.done_date,
+                "dedupe_key": r.dedupe_key,
+            }
+        )
+    await conn.execute(insert(receipts), rows_out)
+    if touched:
+        await settle_messages(conn, touched, now)
+
+
+async def settle_messages(conn: AsyncConnection, message_ids: set[int], now: dt.datetime) -> None:
+    """Give each message the aggregate status of its segments once all of them are final."""
+    rows = await conn.execute(
+        select(outbox_segments.c.message, outbox_segments.c.status, outbox.c.segments)
+        .join(outbox, outbox.c.id == outbox_segments.c.message)
+        .where(outbox_segments.c.message.in_(message_ids))
+    )
+    parts: dict[int, list[MessageStatus]] = defaultdict(list)
+    expected: dict[int, int] = {}
+    for message, status, total in rows:
+        parts[message].append(status)
+        expected[message] = total
+    for message, statuses in parts.items():
+        if len(statuses) < expected[message]:
+            continue
+        status = merge_part_statuses(statuses)
+        if status in FINAL_STATUSES:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id == message, outbox.c.status == "submitted")
+                .values(status=status, done_at=now)
+            )

@@ -1,0 +1,242 @@
+"""`smsline serve`: SMPP connectors (or the built-in simulator), the processing line, the
+dispatcher and the HTTP endpoints, in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from typing import Any
+
+import uvicorn
+from rich.console import Console
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from smsline import metrics
+from smsline.api.app import create_app
+from smsline.config import Settings, SmscSettings
+from smsline.db.engine import create_engine
+from smsline.line.credentials import CredentialIssuer
+from smsline.line.dispatcher import Dispatcher
+from smsline.line.inbound import InboundWriter
+from smsline.line.outbox import Kind
+from smsline.line.requests import RequestProcessor
+from smsline.logs import configure_logging
+from smsline.smpp.connector import Connector
+from smsline.smpp.simulator import Simulator
+from smsline.smpp.simulator_http import create_app as create_simulator_app
+
+log = logging.getLogger("smsline.serve")
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Service:
+    """Everything `smsline serve` runs; tests start it in-process the same way."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        http: bool = True,
+        simulator: Simulator | None = None,
+    ) -> None:
+        self.settings = settings
+        self.http = http
+        self.simulator = simulator
+        self.owns_simulator = False
+        self.engine: AsyncEngine | None = None
+        self.connectors: list[Connector] = []
+        self.http_port: int | None = None
+        self.simulator_http_port: int | None = None
+        self._servers: list[EmbeddedServer] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.worker_id = worker_id()
+
+    # -- start / stop -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        self.engine = create_engine(s.database_url)
+        binds = s.smsc_binds()
+        if not binds:
+            if self.simulator is None:
+                self.simulator = Simulator(receipt_delay=s.simulator_receipt_delay)
+                await self.simulator.start(s.simulator_host, s.simulator_port)
+                self.owns_simulator = True
+                if self.http:
+                    app = create_simulator_app(self.simulator, service_number=s.service_number)
+                    self.simulator_http_port = await self._serve_http(
+                        app, s.simulator_host, s.simulator_http_port
+                    )
+            binds = [SmscSettings(name="simulator", host=s.simulator_host, port=self.simulator.port)]
+        self.inbound = InboundWriter(
+            self.engine, s, worker_id=self.worker_id, on_acks=self._on_acks
+        )
+        self.connectors = [
+            Connector(bind, on_deliver=lambda c, sess, pdu: self.inbound.deliver(c.name, sess, pdu))
+            for bind in binds
+        ]
+        for c in self.connectors:
+            c.state_listeners.append(_track_link)
+        self.credentials = CredentialIssuer(self.engine, ttl_hours=s.password_ttl_hours)
+        self.processor = RequestProcessor(self.engine, s, on_results=self._on_results)
+        self.dispatcher = Dispatcher(
+            self.engine,
+            s,
+            self.connectors,
+            worker_id=self.worker_id,
+            prepare={Kind.CREDENTIALS: self.credentials.issue},
+            on_acknowledged=self.processor.wake,
+        )
+        await self.dispatcher.recover()
+        self._spawn(self.inbound.run(), "inbound")
+        self._spawn(self.dispatcher.run(), "dispatcher")
+        self._spawn(self.processor.run(), "requests")
+        for c in self.connectors:
+            c.start()
+        if self.http:
+            self.http_port = await self._serve_http(create_app(self), s.http_host, s.http_port)
+
+    def _on_acks(self, items: list[Any]) -> None:
+        self.dispatcher.push(items)
+
+    def _on_results(self) -> None:
+        self.dispatcher.wake()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        task.add_done_callback(_report_crash)
+        self._tasks.append(task)
+
+    async def _serve_http(self, app: Any, host: str, port: int) -> int:
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        server = EmbeddedServer(config)
+        self._spawn(server.serve(), f"http:{port}")
+        while not server.started:
+            await asyncio.sleep(0.01)
+            if server.should_exit:
+                raise OSError(f"cannot listen on {host}:{port}")
+        self._servers.append(server)
+        sockets = [s for srv in (server.servers or []) for s in srv.sockets]
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    async def stop(self) -> None:
+        """Graceful: finish in-flight submits, unbind, store what came in, leave the queue queued."""
+        if self.engine is None:
+            return
+        await self.dispatcher.stop()
+        await asyncio.gather(*(c.stop() for c in self.connectors), return_exceptions=True)
+        self.processor.stop()
+        self.inbound.stop()
+        for server in self._servers:
+            server.should_exit = True
+        _, stuck = await asyncio.wait(self._tasks, timeout=10)
+        for task in stuck:
+            log.warning("%s did not stop in time; cancelling it", task.get_name())
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.credentials.close()
+        if self.simulator is not None and self.owns_simulator:
+            await self.simulator.stop()
+        await self.engine.dispose()
+        self.engine = None
+
+    async def wait_bound(self, timeout: float = 10.0) -> None:
+        await asyncio.gather(*(c.wait_bound(timeout) for c in self.connectors))
+
+    def readiness(self) -> dict[str, object]:
+        links = {c.name: c.state for c in self.connectors}
+        return {
+            "ready": any(c.is_bound for c in self.connectors),
+            "links": links,
+            "dispatcher_ready": self.dispatcher.ready if self.engine else 0,
+        }
+
+
+class EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to smsline."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _track_link(connector: Connector) -> None:
+    metrics.link_up.labels(smsc=connector.name).set(1 if connector.state == "bound" else 0)
+
+
+def _report_crash(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped", task.get_name(), exc_info=task.exception())
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, **kwargs: Any) -> AsyncIterator[Service]:
+    service = Service(settings, **kwargs)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+def _banner(service: Service, console: Console) -> None:
+    s = service.settings
+    console.print(f"[bold]smsline[/bold] is running (worker {service.worker_id})")
+    if service.owns_simulator and service.simulator is not None:
+        console.print(
+            f"No SMSC configured: using the built-in SMSC simulator on "
+            f"{s.simulator_host}:{service.simulator.port} "
+            f"(control API http://{s.simulator_host}:{service.simulator_http_port})"
+        )
+        console.print(
+            "Text the service as a demo customer from another terminal, for example:\n"
+            "  [cyan].venv/bin/smsline mo +79161234567 \"CLIENT info\"[/cyan]\n"
+            "  [cyan].venv/bin/smsline mo +79161234568 \"client sms stop\"[/cyan]\n"
+            "The acknowledgement and then the answer are printed as the simulated phone gets them."
+        )
+    else:
+        for c in service.connectors:
+            console.print(f"SMSC {c.name}: {c.settings.host}:{c.settings.port} as {c.settings.system_id}")
+    if service.http_port:
+        console.print(
+            f"HTTP: http://{s.http_host}:{service.http_port} "
+            f"(/healthz, /readyz, /metrics)"
+        )
+    console.print("Stop with Ctrl-C.")
+
+
+async def _serve(settings: Settings) -> None:
+    service = Service(settings)
+    await service.start()
+    _banner(service, Console())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing in-flight messages")
+    await service.stop()
+
+
+def run_service(settings: Settings) -> None:
+    configure_logging(
+        settings.log_level,
+        settings.log_format,
+        secrets=[settings.smsc_password.get_secret_value()]
+        + [b.password.get_secret_value() for b in settings.smsc],
+    )
+    try:
+        import uvloop
+
+        uvloop.run(_serve(settings))
+    except ImportError:
+        asyncio.run(_serve(settings))

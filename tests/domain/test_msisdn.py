@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import phonenumbers
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from smsline.domain.msisdn import (
+    InvalidMsisdn,
+    from_smpp_address,
+    normalise_msisdn,
+    to_smpp_address,
+)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "8 908 622 87 79",
+        "+7 (908) 622-87-79",
+        "79086228779",
+        "+79086228779",
+        "8-908-622-87-79",
+        "9086228779",
+        "  +7 908 622 87 79\n",
+        "8(908)6228779",
+        "７９０８６２２８７７９",
+    ],
+)
+def test_ways_of_writing_a_russian_number_give_one_e164(raw: str) -> None:
+    assert normalise_msisdn(raw) == "+79086228779"
+
+
+def test_landline_and_freephone_numbers_are_accepted() -> None:
+    assert normalise_msisdn("8 (495) 123-45-67") == "+74951234567"
+    assert normalise_msisdn("8 800 555 35 35") == "+78005553535"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("+44 20 7946 0958", "+442079460958"),
+        ("380501234567", "+380501234567"),
+        ("0044 20 7946 0958", "+442079460958"),
+        ("810 44 20 7946 0958", "+442079460958"),
+    ],
+)
+def test_foreign_numbers_are_read_as_international(raw: str, expected: str) -> None:
+    assert normalise_msisdn(raw) == expected
+
+
+def test_default_region_reads_national_numbers() -> None:
+    assert normalise_msisdn("020 7946 0958", default_region="GB") == "+442079460958"
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "   ", "123", "+7 908", "8908622877a", "SCSERV", "+", "()", "8 908 622 87 79 ext 5"]
+)
+def test_invalid_numbers_are_rejected(raw: str) -> None:
+    with pytest.raises(InvalidMsisdn):
+        normalise_msisdn(raw)
+
+
+def test_rejection_says_what_was_wrong_in_words() -> None:
+    with pytest.raises(InvalidMsisdn, match=r"^not a valid phone number for region RU: '123'$"):
+        normalise_msisdn("123")
+
+
+def test_invalid_msisdn_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="not a valid phone number"):
+        normalise_msisdn("abc")
+
+
+def test_smpp_address_is_the_digits_without_plus() -> None:
+    assert to_smpp_address("+79086228779") == "79086228779"
+
+
+@pytest.mark.parametrize("value", ["79086228779", "+7 908 622 87 79", "", "+0123"])
+def test_smpp_address_needs_e164(value: str) -> None:
+    with pytest.raises(InvalidMsisdn):
+        to_smpp_address(value)
+
+
+def test_international_source_address_is_taken_as_it_is() -> None:
+    assert from_smpp_address("79086228779", 1) == "+79086228779"
+    assert from_smpp_address("+447700900123", 1) == "+447700900123"
+
+
+@pytest.mark.parametrize(("addr", "ton"), [("89086228779", 0), ("9086228779", 2)])
+def test_other_source_addresses_are_read_in_the_region(addr: str, ton: int) -> None:
+    assert from_smpp_address(addr, ton) == "+79086228779"
+
+
+@pytest.mark.parametrize(
+    ("addr", "ton"),
+    [("SCSERV", 5), ("", 1), ("0123456", 1), ("12", 1), ("7908abc", 1), ("900", 0)],
+)
+def test_source_address_that_is_no_phone_number_is_rejected(addr: str, ton: int) -> None:
+    with pytest.raises(InvalidMsisdn):
+        from_smpp_address(addr, ton)
+
+
+russian_mobiles = st.integers(900_000_0000, 999_999_9999).map(str)
+
+
+@settings(max_examples=60)
+@given(russian_mobiles)
+def test_every_writing_of_a_mobile_number_agrees(national: str) -> None:
+    assume(phonenumbers.is_valid_number(phonenumbers.parse("+7" + national)))
+    e164 = "+7" + national
+    spaced = f"8 {national[:3]} {national[3:6]}-{national[6:8]}-{national[8:]}"
+    assert normalise_msisdn(spaced) == e164
+    assert normalise_msisdn("7" + national) == e164
+    assert normalise_msisdn(e164) == e164
+    assert from_smpp_address(to_smpp_address(e164), 1) == e164
