@@ -238,3 +238,11 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
         yield created
     finally:
         await created.dispose()
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
+    """Tests run on uvloop, the event loop `smsline serve` uses in production."""
+    import uvloop
+
+    return uvloop.EventLoopPolicy()

@@ -89,6 +89,9 @@ def mo(
         str | None, typer.Option(help="Simulator HTTP address; default from the configuration.")
     ] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for replies; 0: don't wait.")] = 15.0,
+    replies: Annotated[
+        int, typer.Option(help="Stop waiting after this many replies (a request gets two).")
+    ] = 2,
 ) -> None:
     """Inject an inbound SMS into the simulator, as if a customer had sent it."""
     import httpx
@@ -99,7 +102,10 @@ def mo(
     settings = load_settings()
     base = url or f"http://{settings.simulator_host}:{settings.simulator_http_port}"
     try:
-        result = inject_mo(base, phone, text, to or settings.service_number, wait=wait, echo=typer.echo)
+        result = inject_mo(
+            base, phone, text, to or settings.service_number,
+            wait=wait, replies_expected=replies, echo=typer.echo,
+        )
     except SimulatorError as exc:
         typer.echo(f"the simulator refused the message: {exc}", err=True)
         raise typer.Exit(2) from exc

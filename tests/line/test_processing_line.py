@@ -10,12 +10,12 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tests.line.conftest import SERVICE_NUMBER, add_customer, customer_row, eventually
 
 from smsline.db.schema import consent_events, inbound_messages, outbox, receipts, requests
 from smsline.domain.texts import ACK_TEXT
 from smsline.serve import Service
 from smsline.smpp.simulator import Simulator
+from tests.line.conftest import SERVICE_NUMBER, add_customer, customer_row, eventually
 
 PHONE = "+79161234567"
 INFO_TEXT = re.compile(

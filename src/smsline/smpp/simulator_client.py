@@ -53,12 +53,13 @@ def inject_mo(
     to: str,
     *,
     wait: float = 15.0,
+    replies_expected: int | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> str:
     """Send ``text`` from ``phone`` to ``to`` through the simulator and collect the replies.
 
-    Replies to ``phone`` that arrive within ``wait`` seconds are passed to ``echo`` as they
-    come. Returns a one-line summary.
+    Replies to ``phone`` that arrive within ``wait`` seconds (or until ``replies_expected`` of
+    them came) are passed to ``echo`` as they come. Returns a one-line summary.
     """
     sender = _e164(phone)
     receiver = _e164(to)
@@ -71,7 +72,9 @@ def inject_mo(
             return summary
         deadline = posted + wait
         replies = 0
-        while (remaining := deadline - time.monotonic()) > 0:
+        while (remaining := deadline - time.monotonic()) > 0 and (
+            replies_expected is None or replies < replies_expected
+        ):
             poll = min(remaining, MAX_WAIT)
             found = _check(
                 client.get(
