@@ -115,5 +115,41 @@ def mo(
     typer.echo(result)
 
 
+@app.command()
+def send(
+    phone: Annotated[str, typer.Argument(help="The recipient's phone, any usual format.")],
+    text: Annotated[str, typer.Argument(help="The SMS text.")],
+    essential: Annotated[
+        bool, typer.Option("--essential", help="Send even if the customer opted out (security alerts).")
+    ] = False,
+) -> None:
+    """Queue an SMS to one phone; the running service sends it."""
+    from smsline.config import load_settings
+    from smsline.db.engine import create_oneshot_engine
+    from smsline.domain.msisdn import InvalidMsisdn
+    from smsline.line.direct import send_text
+
+    settings = load_settings()
+
+    async def queue() -> None:
+        engine = create_oneshot_engine(settings.database_url)
+        try:
+            queued = await send_text(engine, settings, phone, text, essential=essential)
+        finally:
+            await engine.dispose()
+        parts = f"{queued.segments} segment(s), {queued.encoding}"
+        if queued.status == "queued":
+            typer.echo(f"queued message {queued.message_id} to {queued.phone} ({parts})")
+        else:
+            typer.echo(f"not sent to {queued.phone}: {queued.reason}", err=True)
+            raise typer.Exit(1)
+
+    try:
+        asyncio.run(queue())
+    except (InvalidMsisdn, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 def main() -> None:
     app()

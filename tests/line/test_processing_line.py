@@ -3,6 +3,7 @@ to the simulated handset, on every database backend."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -299,3 +300,24 @@ async def test_receipts_mark_replies_delivered(
         matched = (await conn.execute(select(receipts.c.message, receipts.c.status))).all()
     assert len(matched) == 2
     assert all(message is not None and status == "delivered" for message, status in matched)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"multipart_timeout_seconds": 0.0}])
+async def test_multipart_whose_parts_never_all_come_is_stored_as_incomplete(
+    service: Service, simulator: Simulator, engine: AsyncEngine
+) -> None:
+    await add_customer(engine, customer_id="c1", phone=PHONE)
+    text = "client" + " " * 170 + "info"
+    await simulator.inject_mo(PHONE.lstrip("+"), text, SERVICE_NUMBER.lstrip("+"), drop_parts={2})
+    await simulator.wait_delivered(10)
+    assert await count(engine, inbound_messages) == 0  # waiting for the missing part
+
+    closed = await service.inbound.sweep_parts(dt.datetime.now(dt.UTC))
+    assert closed == 1
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(inbound_messages))).mappings().one()
+    assert row["status"] == "ignored"
+    assert "1 of 2 parts" in row["reason"]
+    assert row["text"].startswith("client ")
+    assert await count(engine, requests) == 0
+    assert await service.inbound.sweep_parts(dt.datetime.now(dt.UTC)) == 0

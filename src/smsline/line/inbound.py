@@ -10,6 +10,7 @@ acknowledged is lost, and a redelivered MO is recognised and processed once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, select, update
+from sqlalchemy import and_, case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from smsline import metrics
@@ -39,6 +40,7 @@ from smsline.smpp.session import Session
 log = logging.getLogger("smsline.inbound")
 
 MAX_BATCH = 512
+SWEEP_EVERY = 30.0
 CLAIM_SECONDS = 60.0
 
 
@@ -163,13 +165,73 @@ class InboundWriter:
 
     async def run(self) -> None:
         """Store deliveries as they come, until `stop`; what came before `stop` is stored."""
+        next_sweep = time.monotonic() + SWEEP_EVERY
         while not self._stopping:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_sweep - time.monotonic()))
             self._wake.clear()
             while self._pending:
                 batch = self._pending[:MAX_BATCH]
                 del self._pending[:MAX_BATCH]
                 await self.store(batch)
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + SWEEP_EVERY
+                try:
+                    await self.sweep_parts(dt.datetime.now(dt.UTC))
+                except Exception:
+                    log.exception("sweeping multipart leftovers failed")
+
+    async def sweep_parts(self, now: dt.datetime) -> int:
+        """Parts of a multipart SMS whose other parts never came are stored, after the timeout,
+        as one ignored message saying so; parts of complete messages are dropped once no
+        redelivery can come any more. Returns how many incomplete messages were closed."""
+        cutoff = now - dt.timedelta(seconds=self.settings.multipart_timeout_seconds)
+        forget = now - dt.timedelta(
+            seconds=max(self.settings.multipart_timeout_seconds, self.settings.duplicate_window_seconds)
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(inbound_parts).where(
+                    inbound_parts.c.inbound.is_not(None), inbound_parts.c.received_at < forget
+                )
+            )
+            stale = (
+                await conn.execute(
+                    select(inbound_parts)
+                    .where(inbound_parts.c.inbound.is_(None), inbound_parts.c.received_at < cutoff)
+                    .order_by(inbound_parts.c.group_key, inbound_parts.c.seq)
+                )
+            ).mappings().all()
+            groups: dict[str, list[Any]] = defaultdict(list)
+            for part in stale:
+                groups[part["group_key"]].append(part)
+            for key, parts in groups.items():
+                first = parts[0]
+                text = "".join(decode_payload(p["data_coding"], bytes(p["payload"])) for p in parts)
+                inbound_id = (
+                    await conn.execute(
+                        insert(inbound_messages)
+                        .values(
+                            received_at=first["received_at"],
+                            smsc=first["smsc"],
+                            source=first["source"],
+                            destination=first["destination"],
+                            text=text,
+                            data_coding=first["data_coding"],
+                            parts=len(parts),
+                            status="ignored",
+                            reason=f"incomplete multipart message: {len(parts)} of {first['total']} "
+                            f"parts arrived",
+                            dedupe_key=hashlib.sha256(key.encode()).hexdigest()[:40],
+                        )
+                        .returning(inbound_messages.c.id)
+                    )
+                ).scalar_one()
+                await conn.execute(
+                    update(inbound_parts).where(inbound_parts.c.group_key == key).values(inbound=inbound_id)
+                )
+                metrics.inbound_messages.labels(status="ignored").inc()
+        return len(groups)
 
     def stop(self) -> None:
         self._stopping = True

@@ -131,6 +131,12 @@ class Connector:
                 self._set_state("down", str(exc) or exc.__class__.__name__)
                 log.warning("%s: cannot bind to %s:%s: %s", self.name, self.settings.host,
                             self.settings.port, self.last_error)
+            except Exception as exc:
+                # A malformed bind_resp, or a setting the PDU codec refuses (its message quotes
+                # the value, which may be the password): report it and retry, never die.
+                self._set_state("down", self._redact(f"{exc.__class__.__name__}: {exc}"))
+                log.warning("%s: cannot bind to %s:%s: %s", self.name, self.settings.host,
+                            self.settings.port, self.last_error)
             finally:
                 self._bound.clear()
                 self._close_sessions()
@@ -140,6 +146,13 @@ class Connector:
                 delay = self.settings.reconnect_min
             await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
             delay = min(self.settings.reconnect_max, delay * 2)
+
+    def _redact(self, text: str) -> str:
+        secret = self.settings.password.get_secret_value()
+        if secret:
+            for form in (secret, repr(secret.encode())[2:-1]):
+                text = text.replace(form, "********")
+        return text
 
     async def _connect_and_bind(self) -> None:
         if self.settings.bind_mode == "transceiver":

@@ -22,7 +22,7 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Collection, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -609,9 +609,17 @@ class Simulator:
     # -- deliveries ---------------------------------------------------------------------------
 
     async def inject_mo(
-        self, source: str, text: str, destination: str, *, data_coding: int | None = None
+        self,
+        source: str,
+        text: str,
+        destination: str,
+        *,
+        data_coding: int | None = None,
+        drop_parts: Collection[int] = (),
     ) -> list[int]:
-        """Queue an SMS from a handset (``source``) to ``destination``; returns the part ids."""
+        """Queue an SMS from a handset (``source``) to ``destination``; returns the part ids.
+
+        ``drop_parts`` (1-based part numbers) are lost in the network and never delivered."""
         sender = digits(source)
         receiver = digits(destination)
         if not sender.isdigit() or len(sender) > 20:
@@ -641,7 +649,8 @@ class Simulator:
                 system_id=None,
                 delay=0.0,
             )
-            for payload in payloads
+            for number, payload in enumerate(payloads, start=1)
+            if number not in drop_parts
         ]
         log.info("MO queued in %d part(s); %d deliveries queued", len(ids), len(self._queue))
         self._changed()

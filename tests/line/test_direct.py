@@ -1,0 +1,54 @@
+"""`smsline send`: an operator's text reaches the handset through the running service."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from typer.testing import CliRunner
+
+from smsline.cli import app
+from smsline.serve import Service
+from smsline.smpp.simulator import Simulator
+from tests.line.conftest import add_customer
+
+
+def invoke(database_url: str, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args), env={"SMSLINE_DATABASE_URL": database_url})
+    return result.exit_code, result.output
+
+
+async def test_send_queues_a_text_that_the_service_delivers(
+    database_url: str, service: Service, simulator: Simulator
+) -> None:
+    code, out = await asyncio.to_thread(
+        invoke, database_url, "send", "8 (916) 765-43-21", "Ваша карта готова"
+    )
+    assert code == 0, out
+    assert "to +79167654321 (1 segment(s), ucs2)" in out
+    service.dispatcher.wake()
+    [sms] = await simulator.wait_messages(1, destination="+79167654321", timeout=10)
+    assert sms.text == "Ваша карта готова"
+    assert sms.source == "SCSERV"
+
+
+async def test_send_respects_opt_out_unless_essential(
+    database_url: str, service: Service, simulator: Simulator, engine: AsyncEngine
+) -> None:
+    await add_customer(engine, customer_id="c1", phone="+79161234567", sms_enabled=False)
+    code, out = await asyncio.to_thread(invoke, database_url, "send", "+79161234567", "Promo")
+    assert code == 1
+    assert "opted out" in out
+    code, out = await asyncio.to_thread(
+        invoke, database_url, "send", "+79161234567", "New sign-in to your account", "--essential"
+    )
+    assert code == 0, out
+    service.dispatcher.wake()
+    [sms] = await simulator.wait_messages(1, destination="+79161234567", timeout=10)
+    assert sms.text == "New sign-in to your account"
+
+
+async def test_send_rejects_a_bad_phone_clearly(database_url: str) -> None:
+    code, out = await asyncio.to_thread(invoke, database_url, "send", "12ab", "hello")
+    assert code == 2
+    assert "error:" in out
