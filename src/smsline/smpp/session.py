@@ -221,6 +221,9 @@ class Session(asyncio.Protocol):
             await self._writable.wait()
             if not self.is_open:
                 raise SessionClosed(self.close_reason or "session is closed")
+        if self.unbinding and pdus.command_name(pdu) != "unbind":
+            # Nothing may follow an unbind: the peer could act on it after we gave up on it.
+            raise SessionClosed("unbinding")
         sequence = next(self._sequence)
         if sequence > 0x7FFFFFFF:
             self._sequence = itertools.count(2)
