@@ -22,20 +22,19 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from smsline import metrics
 from smsline.config import Settings
-from smsline.db.schema import outbox, outbox_segments, receipts, requests
+from smsline.db.schema import outbox, outbox_segments, requests
 from smsline.domain.command_status import rule_for
 from smsline.domain.msisdn import to_smpp_address
 from smsline.domain.receipts import canonical_message_id
 from smsline.domain.segments import concat_udh, segment
 from smsline.line.outbox import Kind, OutboxItem
-from smsline.line.receipts import lock_receipt_matching, settle_messages
+from smsline.line.receipts import lock_receipt_matching, match_waiting_receipts
 from smsline.smpp import pdus
 from smsline.smpp.connector import Connector, LinkDown
 from smsline.smpp.session import ResponseTimeout, SessionClosed
@@ -214,7 +213,7 @@ class Dispatcher:
                         .where(outbox.c.status == "sending", outbox.c.claimed_until < now)
                         .values(status="queued", claimed_by=None, claimed_until=None)
                     )
-                    await self._match_waiting_receipts(conn, now)
+                    await match_waiting_receipts(conn, now)
                 if expired.rowcount:
                     log.warning("%d messages of a stopped worker queued again", expired.rowcount)
                     self._wake_fill.set()
@@ -423,7 +422,7 @@ class Dispatcher:
                     .where(requests.c.id.in_(acks), requests.c.status == "received")
                     .values(status="acknowledged", acknowledged_at=now)
                 )
-            await self._match_waiting_receipts(conn, now, segment_rows)
+            await match_waiting_receipts(conn, now, {str(r["smsc_message_id"]) for r in segment_rows})
         retries = [o for o in batch if o.status == "retry"]
         for o in retries:
             attempts = o.item.attempts + 1
@@ -465,45 +464,3 @@ class Dispatcher:
                     .where(requests.c.id == o.item.request)
                     .values(status="failed", error="the acknowledgement could not be sent")
                 )
-
-    async def _match_waiting_receipts(
-        self,
-        conn: AsyncConnection,
-        now: dt.datetime,
-        segment_rows: list[dict[str, Any]] | None = None,
-    ) -> None:
-        """Receipts that came before their submit_sm_resp was recorded find their message now."""
-        query = select(
-            receipts.c.id, receipts.c.smsc, receipts.c.smsc_message_id, receipts.c.status
-        ).where(receipts.c.message.is_(None), receipts.c.received_at >= now - dt.timedelta(days=2))
-        if segment_rows is not None:
-            query = query.where(
-                receipts.c.smsc_message_id.in_({r["smsc_message_id"] for r in segment_rows})
-            )
-        waiting = (await conn.execute(query)).all()
-        if not waiting:
-            return
-        touched: set[int] = set()
-        for receipt_id, smsc, smsc_id, status in waiting:
-            found = (
-                await conn.execute(
-                    select(outbox_segments.c.message, outbox_segments.c.seq).where(
-                        outbox_segments.c.smsc == smsc, outbox_segments.c.smsc_message_id == smsc_id
-                    )
-                )
-            ).first()
-            if found is None:
-                continue
-            message, seq = found
-            await conn.execute(
-                update(receipts).where(receipts.c.id == receipt_id).values(message=message, seq=seq)
-            )
-            if status and status != "submitted":
-                await conn.execute(
-                    update(outbox_segments)
-                    .where(outbox_segments.c.message == message, outbox_segments.c.seq == seq)
-                    .values(status=status, done_at=now)
-                )
-                touched.add(message)
-        if touched:
-            await settle_messages(conn, touched, now)

@@ -13,7 +13,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import and_, bindparam, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsline import metrics
@@ -113,7 +113,7 @@ async def record_receipts(
         )
         for smsc_id, message, seq in rows:
             segments[(smsc, smsc_id)] = (message, seq)
-    touched: set[int] = set()
+    changes: list[tuple[int, int, str]] = []
     rows_out = []
     for r, key in fresh:
         match = segments.get((r.smsc, key))
@@ -121,13 +121,8 @@ async def record_receipts(
             # Usually a receipt that overtook its submit_sm_resp: matched when that is recorded.
             metrics.receipts_unmatched.inc()
             log.debug("receipt for a message id not (yet) known: %r from %s", r.message_id, r.smsc)
-        elif r.status is not None and r.status != "submitted":
-            await conn.execute(
-                update(outbox_segments)
-                .where(outbox_segments.c.message == match[0], outbox_segments.c.seq == match[1])
-                .values(status=r.status, done_at=now)
-            )
-            touched.add(match[0])
+        elif r.status is not None:
+            changes.append((match[0], match[1], r.status))
         metrics.receipts.labels(status=r.status or "unknown").inc()
         rows_out.append(
             {
@@ -145,8 +140,58 @@ async def record_receipts(
             }
         )
     await conn.execute(insert(receipts), rows_out)
-    if touched:
-        await settle_messages(conn, touched, now)
+    await apply_segment_statuses(conn, changes, now)
+
+
+async def match_waiting_receipts(
+    conn: AsyncConnection, now: dt.datetime, smsc_ids: set[str] | None = None
+) -> None:
+    """Receipts stored before their submit_sm_resp was recorded find their message now
+    (all recent waiting ones, or those with the given canonical ids)."""
+    query = (
+        select(receipts.c.id, receipts.c.status, outbox_segments.c.message, outbox_segments.c.seq)
+        .join(
+            outbox_segments,
+            and_(
+                outbox_segments.c.smsc_message_id == receipts.c.smsc_message_id,
+                outbox_segments.c.smsc == receipts.c.smsc,
+            ),
+        )
+        .where(receipts.c.message.is_(None), receipts.c.received_at >= now - dt.timedelta(days=2))
+    )
+    if smsc_ids is not None:
+        query = query.where(receipts.c.smsc_message_id.in_(smsc_ids))
+    found = (await conn.execute(query)).all()
+    if not found:
+        return
+    await conn.execute(
+        update(receipts)
+        .where(receipts.c.id == bindparam("b_id"))
+        .values(message=bindparam("b_message"), seq=bindparam("b_seq")),
+        [{"b_id": rid, "b_message": message, "b_seq": seq} for rid, _, message, seq in found],
+    )
+    await apply_segment_statuses(
+        conn, [(message, seq, status) for _, status, message, seq in found if status], now
+    )
+
+
+async def apply_segment_statuses(
+    conn: AsyncConnection, changes: list[tuple[int, int, str]], now: dt.datetime
+) -> None:
+    """Record what receipts said about segments (message, seq, status) and settle their messages."""
+    final = [c for c in changes if c[2] != "submitted"]
+    if not final:
+        return
+    await conn.execute(
+        update(outbox_segments)
+        .where(
+            outbox_segments.c.message == bindparam("b_message"),
+            outbox_segments.c.seq == bindparam("b_seq"),
+        )
+        .values(status=bindparam("b_status"), done_at=now),
+        [{"b_message": m, "b_seq": q, "b_status": st} for m, q, st in final],
+    )
+    await settle_messages(conn, {m for m, _, _ in final}, now)
 
 
 async def settle_messages(conn: AsyncConnection, message_ids: set[int], now: dt.datetime) -> None:
@@ -161,13 +206,18 @@ async def settle_messages(conn: AsyncConnection, message_ids: set[int], now: dt.
     for message, status, total in rows:
         parts[message].append(status)
         expected[message] = total
+    settled = []
     for message, statuses in parts.items():
         if len(statuses) < expected[message]:
             continue
         status = merge_part_statuses(statuses)
         if status in FINAL_STATUSES:
-            await conn.execute(
-                update(outbox)
-                .where(outbox.c.id == message, outbox.c.status == "submitted")
-                .values(status=status, done_at=now)
-            )
+            settled.append({"b_id": message, "b_status": status})
+            metrics.messages_final.labels(status=status).inc()
+    if settled:
+        await conn.execute(
+            update(outbox)
+            .where(outbox.c.id == bindparam("b_id"), outbox.c.status == "submitted")
+            .values(status=bindparam("b_status"), done_at=now),
+            settled,
+        )
