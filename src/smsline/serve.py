@@ -33,6 +33,8 @@ from smsline.smpp.simulator_http import create_app as create_simulator_app
 
 log = logging.getLogger("smsline.serve")
 
+STOP_TIMEOUT = 30.0
+
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -223,8 +225,18 @@ async def _serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("stopping: finishing in-flight messages")
-    await service.stop()
+    log.info("stopping: finishing in-flight messages (press Ctrl-C again to stop at once)")
+    stop.clear()
+    stopping = asyncio.ensure_future(service.stop())
+    forced = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait(
+        {stopping, forced}, timeout=STOP_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+    )
+    if stopping not in done:
+        log.warning("stopped without finishing: messages in flight are sent again at the next start")
+        raise SystemExit(1)
+    forced.cancel()
+    stopping.result()
 
 
 def run_service(settings: Settings) -> None:

@@ -18,6 +18,7 @@ from argon2 import PasswordHasher
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from smsline.db.engine import transaction
 from smsline.db.schema import customers
 from smsline.domain.texts import info_text, language_of
 from smsline.line.outbox import OutboxItem
@@ -50,7 +51,7 @@ class CredentialIssuer:
         loop = asyncio.get_running_loop()
         digest = await loop.run_in_executor(self._pool, self.hasher.hash, password)
         now = dt.datetime.now(dt.UTC)
-        async with self.engine.begin() as conn:
+        async with transaction(self.engine) as conn:
             await conn.execute(
                 update(customers)
                 .where(customers.c.id == item.customer)

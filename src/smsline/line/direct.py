@@ -11,6 +11,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from smsline.config import Settings
+from smsline.db.engine import transaction
 from smsline.db.schema import customers, outbox
 from smsline.domain.msisdn import normalise_msisdn
 from smsline.domain.segments import choose_encoding, count_segments
@@ -35,7 +36,7 @@ async def send_text(
         raise ValueError("the text is empty")
     destination = normalise_msisdn(phone, settings.default_region)
     segments, encoding = count_segments(text), choose_encoding(text)
-    async with engine.begin() as conn:
+    async with transaction(engine) as conn:
         customer = (
             await conn.execute(
                 select(customers.c.id, customers.c.sms_enabled, customers.c.language).where(

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from smsline import metrics
 from smsline.config import Settings
+from smsline.db.engine import transaction
 from smsline.db.schema import outbox, outbox_segments, requests
 from smsline.domain.command_status import rule_for
 from smsline.domain.msisdn import to_smpp_address
@@ -133,7 +134,7 @@ class Dispatcher:
         'sending' (it crashed) go back to the queue at once instead of when their lease ends."""
         if self._is_postgres:
             return
-        async with self.engine.begin() as conn:
+        async with transaction(self.engine) as conn:
             result = await conn.execute(
                 update(outbox)
                 .where(outbox.c.status == "sending", outbox.c.claimed_by != self.worker_id)
@@ -167,7 +168,7 @@ class Dispatcher:
                 log.exception("claiming outbox rows failed; retrying")
 
     async def _claim(self, limit: int) -> list[OutboxItem]:
-        async with self.engine.begin() as conn:
+        async with transaction(self.engine) as conn:
             now = dt.datetime.now(dt.UTC)
             due = or_(outbox.c.not_before.is_(None), outbox.c.not_before <= now)
             pick = (
@@ -201,7 +202,7 @@ class Dispatcher:
             if self._stopping:
                 return
             try:
-                async with self.engine.begin() as conn:
+                async with transaction(self.engine) as conn:
                     now = dt.datetime.now(dt.UTC)
                     await conn.execute(
                         update(outbox)
@@ -223,7 +224,7 @@ class Dispatcher:
     async def _release(self, ids: list[int]) -> None:
         if not ids:
             return
-        async with self.engine.begin() as conn:
+        async with transaction(self.engine) as conn:
             await conn.execute(
                 update(outbox)
                 .where(outbox.c.id.in_(ids), outbox.c.status == "sending")
@@ -369,7 +370,7 @@ class Dispatcher:
                 batch = self._outcomes[:1000]
                 del self._outcomes[: len(batch)]
                 try:
-                    async with self.engine.begin() as conn:
+                    async with transaction(self.engine) as conn:
                         await self._record(conn, batch)
                 except BaseException:
                     self._outcomes[:0] = batch

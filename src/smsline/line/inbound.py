@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from smsline import metrics
 from smsline.config import Settings
+from smsline.db.engine import transaction
 from smsline.db.schema import customers, inbound_messages, inbound_parts, outbox, requests
 from smsline.domain.commands import Command, match_command
 from smsline.domain.limits import RecentRequests, RequestLimits, limit_exceeded
@@ -189,7 +190,7 @@ class InboundWriter:
         forget = now - dt.timedelta(
             seconds=max(self.settings.multipart_timeout_seconds, self.settings.duplicate_window_seconds)
         )
-        async with self.engine.begin() as conn:
+        async with transaction(self.engine) as conn:
             await conn.execute(
                 delete(inbound_parts).where(
                     inbound_parts.c.inbound.is_not(None), inbound_parts.c.received_at < forget
@@ -243,7 +244,7 @@ class InboundWriter:
         acks: list[OutboxItem] = []
         receipts_stored = False
         try:
-            async with self.engine.begin() as conn:
+            async with transaction(self.engine) as conn:
                 mos = [p for p in parsed if isinstance(p, MoIn)]
                 receipts = [p for p in parsed if isinstance(p, ReceiptIn)]
                 if mos:

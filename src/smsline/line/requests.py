@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from smsline import metrics
 from smsline.config import Settings
+from smsline.db.engine import transaction
 from smsline.db.schema import customers, outbox, requests
 from smsline.domain.commands import Command
 from smsline.domain.texts import language_of
@@ -69,7 +70,7 @@ class RequestProcessor:
         )
         if self._is_postgres:
             query = query.with_for_update(skip_locked=True)
-        async with self.engine.begin() as conn:
+        async with transaction(self.engine) as conn:
             now = dt.datetime.now(dt.UTC)
             batch = [dict(r) for r in (await conn.execute(query)).mappings()]
             if not batch:
