@@ -24,7 +24,7 @@ from smsline.db.engine import create_engine
 from smsline.line.credentials import CredentialIssuer
 from smsline.line.dispatcher import Dispatcher
 from smsline.line.inbound import InboundWriter
-from smsline.line.outbox import Kind
+from smsline.line.outbox import Kind, OutboxItem
 from smsline.line.requests import RequestProcessor
 from smsline.logs import configure_logging
 from smsline.smpp.connector import Connector
@@ -89,14 +89,16 @@ class Service:
         for c in self.connectors:
             c.state_listeners.append(_track_link)
         self.credentials = CredentialIssuer(self.engine, ttl_hours=s.password_ttl_hours)
-        self.processor = RequestProcessor(self.engine, s, on_results=self._on_results)
+        self.processor = RequestProcessor(
+            self.engine, s, worker_id=self.worker_id, on_results=self._on_acks
+        )
         self.dispatcher = Dispatcher(
             self.engine,
             s,
             self.connectors,
             worker_id=self.worker_id,
             prepare={Kind.CREDENTIALS: self.credentials.issue},
-            on_acknowledged=self.processor.wake,
+            answer_requests=self.processor.answer,
         )
         await self.dispatcher.recover()
         self._spawn(self.inbound.run(), "inbound")
@@ -107,11 +109,8 @@ class Service:
         if self.http:
             self.http_port = await self._serve_http(create_app(self), s.http_host, s.http_port)
 
-    def _on_acks(self, items: list[Any]) -> None:
+    def _on_acks(self, items: list[OutboxItem]) -> None:
         self.dispatcher.push(items)
-
-    def _on_results(self) -> None:
-        self.dispatcher.wake()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)

@@ -47,6 +47,7 @@ RENEW_EVERY = 15.0
 POLL_EVERY = 1.0
 MAX_ATTEMPTS = 5
 Prepare = Callable[[OutboxItem], Awaitable[str]]
+AnswerRequests = Callable[[AsyncConnection, list[int], dt.datetime], Awaitable[list[OutboxItem]]]
 
 
 @dataclass(slots=True)
@@ -68,14 +69,14 @@ class Dispatcher:
         *,
         worker_id: str,
         prepare: dict[str, Prepare] | None = None,
-        on_acknowledged: Callable[[], None] | None = None,
+        answer_requests: AnswerRequests | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.connectors = list(connectors)
         self.worker_id = worker_id
         self.prepare = prepare or {}
-        self.on_acknowledged = on_acknowledged
+        self.answer_requests = answer_requests
         self._ready: list[OutboxItem] = []
         self._held: set[int] = set()
         self._busy: dict[str, int] = {c.name: 0 for c in self.connectors}
@@ -190,7 +191,7 @@ class Dispatcher:
                 )
                 .returning(*outbox.c)
             )
-            items = [OutboxItem.from_row(r) for r in rows.mappings()]
+            items = [OutboxItem.from_row(dict(r)) for r in rows.mappings()]
         items.sort()
         return items
 
@@ -260,6 +261,9 @@ class Dispatcher:
                         loop.call_at(loop.time() + (min(paused) - time.monotonic()), self._wake_send.set)
                     break
                 item = heapq.heappop(self._ready)
+                if item.kind in self.prepare and item.clear_text is None:
+                    self._start_preparing(item)
+                    continue
                 self._busy[connector.name] += 1
                 task = asyncio.get_running_loop().create_task(self._send(item, connector))
                 self._tasks.add(task)
@@ -267,6 +271,24 @@ class Dispatcher:
             metrics.queue_depth.set(len(self._ready))
             if len(self._ready) < self._capacity() // 2:
                 self._wake_fill.set()
+
+    def _start_preparing(self, item: OutboxItem) -> None:
+        """Make the text of a message that needs it (a credential SMS) without holding a window
+        slot; the message rejoins the queue when it is ready."""
+        task = asyncio.get_running_loop().create_task(self._prepare(item))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _prepare(self, item: OutboxItem) -> None:
+        try:
+            item.clear_text = await self.prepare[item.kind](item)
+        except Exception as exc:
+            log.exception("message %s could not be prepared", item.id)
+            self._held.discard(item.id)
+            self._outcomes.append(Outcome(item, "retry", error=f"preparing failed: {exc.__class__.__name__}"))
+            self._wake_flush.set()
+            return
+        self._requeue_in_memory(item)
 
     def _requeue_in_memory(self, item: OutboxItem) -> None:
         heapq.heappush(self._ready, item)
@@ -293,10 +315,7 @@ class Dispatcher:
         self._wake_flush.set()
 
     async def _submit(self, item: OutboxItem, connector: Connector) -> Outcome:
-        text = item.text
-        preparer = self.prepare.get(item.kind)
-        if preparer is not None:
-            text = await preparer(item)
+        text = item.clear_text if item.clear_text is not None else item.text
         mode = connector.settings.long_messages
         seg = segment(text, header_octets={"udh8": 6, "udh16": 7, "sar": 0, "payload": 0}[mode])
         destination = to_smpp_address(item.destination)
@@ -371,18 +390,18 @@ class Dispatcher:
                 del self._outcomes[: len(batch)]
                 try:
                     async with transaction(self.engine) as conn:
-                        await self._record(conn, batch)
+                        answers = await self._record(conn, batch)
                 except BaseException:
                     self._outcomes[:0] = batch
                     raise
-                self._after_record(batch)
+                if answers:
+                    self.push(answers)
 
-    def _after_record(self, batch: list[Outcome]) -> None:
-        if self.on_acknowledged is not None and any(o.item.kind == Kind.ACK for o in batch):
-            self.on_acknowledged()
-
-    async def _record(self, conn: AsyncConnection, batch: list[Outcome]) -> None:
+    async def _record(self, conn: AsyncConnection, batch: list[Outcome]) -> list[OutboxItem]:
+        """Write the outcomes; returns the answers to requests whose acknowledgement the SMSC
+        has just accepted (made in this same transaction)."""
         now = dt.datetime.now(dt.UTC)
+        answers: list[OutboxItem] = []
         bases = {c.name: c.settings.id_base for c in self.connectors}
         submitted = [o for o in batch if o.status == "submitted"]
         if submitted:
@@ -423,6 +442,8 @@ class Dispatcher:
                     .where(requests.c.id.in_(acks), requests.c.status == "received")
                     .values(status="acknowledged", acknowledged_at=now)
                 )
+                if self.answer_requests is not None:
+                    answers = await self.answer_requests(conn, acks, now)
             await match_waiting_receipts(conn, now, {str(r["smsc_message_id"]) for r in segment_rows})
         retries = [o for o in batch if o.status == "retry"]
         for o in retries:
@@ -465,3 +486,4 @@ class Dispatcher:
                     .where(requests.c.id == o.item.request)
                     .values(status="failed", error="the acknowledgement could not be sent")
                 )
+        return answers

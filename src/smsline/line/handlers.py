@@ -1,17 +1,13 @@
 """One small handler per inbound command. Each gets the request and its customer (if the number
-is registered) inside the processing transaction and returns the reply to send."""
+is registered) and returns the reply to send; changes of consent it records in the context, and
+the request processor writes them in the same transaction as the reply."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, update
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from smsline.db.schema import consent_events, customers
 from smsline.domain.commands import Command
 from smsline.domain.texts import (
     Language,
@@ -24,13 +20,20 @@ from smsline.line.outbox import Kind
 
 
 @dataclass(frozen=True, slots=True)
+class ConsentChange:
+    customer: int
+    sms_enabled: bool
+    actor: str
+    inbound: int
+
+
+@dataclass(frozen=True, slots=True)
 class RequestContext:
-    conn: AsyncConnection
     request: dict[str, Any]
     customer: dict[str, Any] | None
     language: Language
     support_phone: str
-    now: dt.datetime
+    consent: list[ConsentChange]  # collected here, written by the processor in one go
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,36 +60,25 @@ async def handle_info(ctx: RequestContext) -> Reply:
     return Reply(Kind.CREDENTIALS, text)
 
 
-async def _set_sms_enabled(ctx: RequestContext, enabled: bool) -> None:
+def _set_sms_enabled(ctx: RequestContext, enabled: bool) -> None:
     assert ctx.customer is not None
-    await ctx.conn.execute(
-        update(customers)
-        .where(customers.c.id == ctx.customer["id"])
-        .values(sms_enabled=enabled, updated_at=ctx.now)
-    )
-    await ctx.conn.execute(
-        insert(consent_events).values(
-            customer=ctx.customer["id"],
-            sms_enabled=enabled,
-            channel="sms",
-            actor=ctx.request["msisdn"],
-            inbound=ctx.request["inbound"],
-            at=ctx.now,
-        )
+    ctx.customer["sms_enabled"] = enabled
+    ctx.consent.append(
+        ConsentChange(ctx.customer["id"], enabled, ctx.request["msisdn"], ctx.request["inbound"])
     )
 
 
 async def handle_sms_stop(ctx: RequestContext) -> Reply:
     if ctx.customer is None:
         return _not_registered(ctx)
-    await _set_sms_enabled(ctx, False)
+    _set_sms_enabled(ctx, False)
     return Reply(Kind.RESULT, sms_stopped_text(ctx.language))
 
 
 async def handle_sms_start(ctx: RequestContext) -> Reply:
     if ctx.customer is None:
         return _not_registered(ctx)
-    await _set_sms_enabled(ctx, True)
+    _set_sms_enabled(ctx, True)
     return Reply(Kind.RESULT, sms_started_text(ctx.language))
 
 

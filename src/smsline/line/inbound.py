@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from smsline import metrics
@@ -459,81 +459,72 @@ class InboundWriter:
             }
             for d in decisions
         ]
-        ids = (
-            await conn.execute(
-                insert(inbound_messages).returning(
-                    inbound_messages.c.id, sort_by_parameter_order=True
-                ),
-                rows,
-            )
-        ).scalars().all()
-        for d, inbound_id in zip(decisions, ids, strict=True):
-            d.inbound_id = inbound_id
+        # One multi-row INSERT … RETURNING; ids are matched back by a key unique in the batch.
+        returned = await conn.execute(
+            insert(inbound_messages).returning(inbound_messages.c.id, inbound_messages.c.dedupe_key), rows
+        )
+        id_of = {key: inbound_id for inbound_id, key in returned}
+        part_updates: list[dict[str, Any]] = []
+        for d in decisions:
+            d.inbound_id = id_of[d.mo.dedupe_key]
             metrics.inbound_messages.labels(status=d.status).inc()
-            for key, seq in d.part_keys:
-                await conn.execute(
-                    update(inbound_parts)
-                    .where(inbound_parts.c.group_key == key, inbound_parts.c.seq == seq)
-                    .values(inbound=inbound_id)
+            part_updates.extend(
+                {"b_key": key, "b_seq": seq, "b_inbound": d.inbound_id} for key, seq in d.part_keys
+            )
+        if part_updates:
+            await conn.execute(
+                update(inbound_parts)
+                .where(
+                    inbound_parts.c.group_key == bindparam("b_key"),
+                    inbound_parts.c.seq == bindparam("b_seq"),
                 )
+                .values(inbound=bindparam("b_inbound")),
+                part_updates,
+            )
         accepted = [d for d in decisions if d.status == "request"]
         if not accepted:
             return []
-        request_ids = (
-            await conn.execute(
-                insert(requests).returning(requests.c.id, sort_by_parameter_order=True),
-                [
-                    {
-                        "inbound": d.inbound_id,
-                        "msisdn": d.mo.source,
-                        "command": d.command.value if d.command else "",
-                        "customer": d.customer["id"] if d.customer else None,
-                        "status": "received",
-                        "received_at": d.mo.delivery.received_at,
-                    }
-                    for d in accepted
-                ],
-            )
-        ).scalars().all()
+        returned = await conn.execute(
+            insert(requests).returning(requests.c.id, requests.c.inbound),
+            [
+                {
+                    "inbound": d.inbound_id,
+                    "msisdn": d.mo.source,
+                    "command": d.command.value if d.command else "",
+                    "customer": d.customer["id"] if d.customer else None,
+                    "status": "received",
+                    "received_at": d.mo.delivery.received_at,
+                }
+                for d in accepted
+            ],
+        )
+        request_of = {inbound: request_id for request_id, inbound in returned}
         claimed_until = now + dt.timedelta(seconds=CLAIM_SECONDS)
         ack_rows = []
-        for d, request_id in zip(accepted, request_ids, strict=True):
+        for d in accepted:
             language = language_of(d.customer["language"] if d.customer else self.settings.default_language)
-            ack_rows.append(
-                outbox_row(
-                    kind=Kind.ACK,
-                    priority=Priority.ACK,
-                    sender=self.settings.sender,
-                    destination=d.mo.source,
-                    text=ack_text(language),
-                    language=language,
-                    now=now,
-                    customer=d.customer["id"] if d.customer else None,
-                    request=request_id,
-                    status="sending",
-                    claimed_by=self.worker_id,
-                    claimed_until=claimed_until,
-                )
+            row = outbox_row(
+                kind=Kind.ACK,
+                priority=Priority.ACK,
+                sender=self.settings.sender,
+                destination=d.mo.source,
+                text=ack_text(language),
+                language=language,
+                now=now,
+                customer=d.customer["id"] if d.customer else None,
+                request=request_of[d.inbound_id],
+                status="sending",
+                claimed_by=self.worker_id,
+                claimed_until=claimed_until,
             )
-        ack_ids = (
-            await conn.execute(
-                insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True), ack_rows
+            ack_rows.append((d, row))
+        returned = await conn.execute(
+            insert(outbox).returning(outbox.c.id, outbox.c.request), [row for _, row in ack_rows]
+        )
+        ack_of = {request_id: message_id for message_id, request_id in returned}
+        return [
+            OutboxItem.from_row(
+                {**row, "id": ack_of[row["request"]], "received_mono": d.mo.delivery.received_mono}
             )
-        ).scalars().all()
-        items = []
-        for d, row, ack_id in zip(accepted, ack_rows, ack_ids, strict=True):
-            items.append(
-                OutboxItem(
-                    priority=row["priority"],
-                    id=ack_id,
-                    kind=row["kind"],
-                    sender=row["sender"],
-                    destination=row["destination"],
-                    text=row["text"],
-                    language=row["language"],
-                    customer=row["customer"],
-                    request=row["request"],
-                    received_mono=d.mo.delivery.received_mono,
-                )
-            )
-        return items
+            for d, row in ack_rows
+        ]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
-
-from sqlalchemy.engine import RowMapping
 
 from smsline.domain.segments import choose_encoding, count_segments
 
@@ -79,9 +78,11 @@ class OutboxItem:
     request: int | None = field(compare=False, default=None)
     attempts: int = field(compare=False, default=0)
     received_mono: float | None = field(compare=False, default=None)  # for ack latency
+    # The text to submit when it differs from the stored one (a credential SMS, in memory only).
+    clear_text: str | None = field(compare=False, default=None, repr=False)
 
     @classmethod
-    def from_row(cls, row: RowMapping) -> OutboxItem:
+    def from_row(cls, row: Mapping[str, Any]) -> OutboxItem:
         return cls(
             priority=row["priority"],
             id=row["id"],
@@ -93,4 +94,5 @@ class OutboxItem:
             customer=row["customer"],
             request=row["request"],
             attempts=row["attempts"],
+            received_mono=row.get("received_mono"),
         )

@@ -1,7 +1,10 @@
 """The request processor: answers requests whose acknowledgement the SMSC has accepted.
 
-Each batch is one transaction: the handlers' changes (opt-out, consent events) and the result
-SMS in the outbox commit together, so a request is answered exactly once.
+`answer` runs inside the transaction that records the acknowledgement's submit_sm_resp (the
+dispatcher calls it), so the handlers' changes (opt-out, consent events) and the answer SMS
+commit together with the request becoming `done`: a request is answered exactly once. The
+answers come back already claimed for this worker and go straight to the dispatcher. A polling
+loop picks up acknowledged requests nobody answered (another worker stopped, a failure).
 """
 
 from __future__ import annotations
@@ -10,32 +13,39 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from smsline import metrics
 from smsline.config import Settings
 from smsline.db.engine import transaction
-from smsline.db.schema import customers, outbox, requests
+from smsline.db.schema import consent_events, customers, outbox, requests
 from smsline.domain.commands import Command
 from smsline.domain.texts import language_of
-from smsline.line.handlers import HANDLERS, RequestContext
-from smsline.line.outbox import Priority, outbox_row
+from smsline.line.handlers import HANDLERS, ConsentChange, RequestContext
+from smsline.line.outbox import OutboxItem, Priority, outbox_row
 
 log = logging.getLogger("smsline.requests")
 
-BATCH = 200
+BATCH = 500
 POLL_EVERY = 1.0
+CLAIM_SECONDS = 60.0
 
 
 class RequestProcessor:
     def __init__(
-        self, engine: AsyncEngine, settings: Settings, *, on_results: Callable[[], None]
+        self,
+        engine: AsyncEngine,
+        settings: Settings,
+        *,
+        worker_id: str,
+        on_results: Callable[[list[OutboxItem]], None],
     ) -> None:
         self.engine = engine
         self.settings = settings
+        self.worker_id = worker_id
         self.on_results = on_results
         self._wake = asyncio.Event()
         self._stopping = False
@@ -62,60 +72,105 @@ class RequestProcessor:
                 log.exception("processing requests failed; will try again")
 
     async def process_batch(self) -> int:
-        query = (
-            select(requests)
-            .where(requests.c.status == "acknowledged")
-            .order_by(requests.c.id)
-            .limit(BATCH)
-        )
+        """Answer acknowledged requests that are still waiting for their answer."""
+        async with transaction(self.engine) as conn:
+            items = await self.answer(conn, None, dt.datetime.now(dt.UTC))
+        if items:
+            self.on_results(items)
+        return len(items)
+
+    async def answer(
+        self, conn: AsyncConnection, request_ids: Collection[int] | None, now: dt.datetime
+    ) -> list[OutboxItem]:
+        """Run the handlers of acknowledged requests (these, or any waiting) and queue their
+        answers, claimed for this worker. Call inside a write transaction."""
+        query = select(requests).where(requests.c.status == "acknowledged")
+        if request_ids is not None:
+            if not request_ids:
+                return []
+            query = query.where(requests.c.id.in_(request_ids))
+        query = query.order_by(requests.c.id).limit(BATCH)
         if self._is_postgres:
             query = query.with_for_update(skip_locked=True)
-        async with transaction(self.engine) as conn:
-            now = dt.datetime.now(dt.UTC)
-            batch = [dict(r) for r in (await conn.execute(query)).mappings()]
-            if not batch:
-                return 0
-            ids = {r["customer"] for r in batch if r["customer"] is not None}
+        batch = [dict(r) for r in (await conn.execute(query)).mappings()]
+        if not batch:
+            return []
+        ids = {r["customer"] for r in batch if r["customer"] is not None}
+        by_id: dict[int, dict[str, object]] = {}
+        if ids:
             found = await conn.execute(select(customers).where(customers.c.id.in_(ids)))
             by_id = {row["id"]: dict(row) for row in found.mappings()}
-            results = []
-            for request in batch:
-                customer = by_id.get(request["customer"])
-                language = language_of(
-                    customer["language"] if customer else self.settings.default_language
-                )
-                command = Command(request["command"])
-                reply = await HANDLERS[command](
-                    RequestContext(
-                        conn=conn,
-                        request=request,
-                        customer=customer,
-                        language=language,
-                        support_phone=self.settings.support_phone,
-                        now=now,
-                    )
-                )
-                if customer is not None and command is not Command.INFO:
-                    customer["sms_enabled"] = command is Command.SMS_START
-                results.append(
-                    outbox_row(
-                        kind=reply.kind,
-                        priority=Priority.REPLY,
-                        sender=self.settings.sender,
-                        destination=request["msisdn"],
-                        text=reply.text,
-                        language=language,
-                        now=now,
-                        customer=customer["id"] if customer else None,
-                        request=request["id"],
-                    )
-                )
-                metrics.requests_processed.labels(command=command.value).inc()
-            await conn.execute(insert(outbox), results)
-            await conn.execute(
-                update(requests)
-                .where(requests.c.id.in_([r["id"] for r in batch]))
-                .values(status="done", processed_at=now)
+        consent: list[ConsentChange] = []
+        rows = []
+        for request in batch:
+            customer = by_id.get(request["customer"])
+            language = language_of(
+                str(customer["language"]) if customer else self.settings.default_language
             )
-        self.on_results()
-        return len(batch)
+            command = Command(request["command"])
+            reply = await HANDLERS[command](
+                RequestContext(
+                    request=request,
+                    customer=customer,
+                    language=language,
+                    support_phone=self.settings.support_phone,
+                    consent=consent,
+                )
+            )
+            rows.append(
+                outbox_row(
+                    kind=reply.kind,
+                    priority=Priority.REPLY,
+                    sender=self.settings.sender,
+                    destination=request["msisdn"],
+                    text=reply.text,
+                    language=language,
+                    now=now,
+                    customer=request["customer"] if customer else None,
+                    request=request["id"],
+                    status="sending",
+                    claimed_by=self.worker_id,
+                    claimed_until=now + dt.timedelta(seconds=CLAIM_SECONDS),
+                )
+            )
+            metrics.requests_processed.labels(command=command.value).inc()
+        if consent:
+            await self._record_consent(conn, consent, now)
+        returned = await conn.execute(insert(outbox).returning(outbox.c.id, outbox.c.request), rows)
+        message_of = {request: message for message, request in returned}
+        await conn.execute(
+            update(requests)
+            .where(requests.c.id.in_([r["id"] for r in batch]))
+            .values(status="done", processed_at=now)
+        )
+        items = []
+        for row in rows:
+            item = OutboxItem.from_row({**row, "id": message_of[row["request"]]})
+            items.append(item)
+        return items
+
+    @staticmethod
+    async def _record_consent(
+        conn: AsyncConnection, changes: list[ConsentChange], now: dt.datetime
+    ) -> None:
+        latest = {c.customer: c.sms_enabled for c in changes}
+        await conn.execute(
+            update(customers)
+            .where(customers.c.id == bindparam("b_id"))
+            .values(sms_enabled=bindparam("b_enabled"), updated_at=now),
+            [{"b_id": customer, "b_enabled": enabled} for customer, enabled in latest.items()],
+        )
+        await conn.execute(
+            insert(consent_events),
+            [
+                {
+                    "customer": c.customer,
+                    "sms_enabled": c.sms_enabled,
+                    "channel": "sms",
+                    "actor": c.actor,
+                    "inbound": c.inbound,
+                    "at": now,
+                }
+                for c in changes
+            ],
+        )
