@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from smsline import metrics
 from smsline.api.app import create_app
 from smsline.config import Settings, SmscSettings
-from smsline.db.engine import create_engine
+from smsline.db.engine import Database
 from smsline.line.credentials import CredentialIssuer
 from smsline.line.dispatcher import Dispatcher
 from smsline.line.inbound import InboundWriter
@@ -66,7 +66,8 @@ class Service:
 
     async def start(self) -> None:
         s = self.settings
-        self.engine = create_engine(s.database_url)
+        self.db = Database(s.database_url)
+        self.engine = self.db.engine
         binds = s.smsc_binds()
         if not binds:
             if self.simulator is None:
@@ -80,7 +81,7 @@ class Service:
                     )
             binds = [SmscSettings(name="simulator", host=s.simulator_host, port=self.simulator.port)]
         self.inbound = InboundWriter(
-            self.engine, s, worker_id=self.worker_id, on_acks=self._on_acks
+            self.db, s, worker_id=self.worker_id, on_acks=self._on_acks
         )
         self.connectors = [
             Connector(bind, on_deliver=lambda c, sess, pdu: self.inbound.deliver(c.name, sess, pdu))
@@ -88,12 +89,12 @@ class Service:
         ]
         for c in self.connectors:
             c.state_listeners.append(_track_link)
-        self.credentials = CredentialIssuer(self.engine, ttl_hours=s.password_ttl_hours)
+        self.credentials = CredentialIssuer(self.db, ttl_hours=s.password_ttl_hours)
         self.processor = RequestProcessor(
-            self.engine, s, worker_id=self.worker_id, on_results=self._on_acks
+            self.db, s, worker_id=self.worker_id, on_results=self._on_acks
         )
         self.dispatcher = Dispatcher(
-            self.engine,
+            self.db,
             s,
             self.connectors,
             worker_id=self.worker_id,
@@ -147,7 +148,7 @@ class Service:
         self.credentials.close()
         if self.simulator is not None and self.owns_simulator:
             await self.simulator.stop()
-        await self.engine.dispose()
+        await self.db.dispose()
         self.engine = None
 
     async def wait_bound(self, timeout: float = 10.0) -> None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import sqlalchemy
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -58,7 +60,7 @@ def create_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> AsyncE
         kwargs["pool_size"] = pool_size
         kwargs["max_overflow"] = 0
         engine = create_async_engine(target, **kwargs)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine.sync_engine)
         return engine
     kwargs["pool_size"] = pool_size
     kwargs["max_overflow"] = pool_size
@@ -72,13 +74,13 @@ def create_oneshot_engine(url: str) -> AsyncEngine:
     if target.get_backend_name() == "sqlite":
         _prepare_sqlite_file(target)
         engine = create_async_engine(target, poolclass=NullPool)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine.sync_engine)
         return engine
     return create_async_engine(target, poolclass=NullPool)
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event, not the driver, open transactions.
         dbapi_connection.isolation_level = None
@@ -89,7 +91,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -111,3 +113,52 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         lock = _write_locks[engine.sync_engine] = asyncio.Lock()
     async with lock, engine.begin() as conn:
         yield conn
+
+
+T = TypeVar("T")
+
+
+class Database:
+    """Where the service runs its transactions. A transaction is a plain function of a
+    SQLAlchemy ``Connection``, run whole: on SQLite on the database's own thread — one hand-off
+    per transaction instead of one per statement, and writers queue there, as SQLite allows one
+    writer at a time; on PostgreSQL through asyncpg on the event loop (``run_sync``).
+    ``engine`` is the async engine for everything else (reads by the API, tests, the CLI)."""
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = url
+        self.engine = create_engine(url, pool_size=pool_size)
+        self.dialect = self.engine.dialect.name
+        self._sync: Engine | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        if self.dialect == "sqlite":
+            target = make_url(url).set(drivername="sqlite+pysqlite")
+            _prepare_sqlite_file(target)
+            self._sync = sqlalchemy.create_engine(
+                target, pool_size=1, max_overflow=0, connect_args={"check_same_thread": False}
+            )
+            _configure_sqlite(self._sync)
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in one transaction and return its result; commits unless it raises."""
+        if self._sync is not None and self._thread is not None:
+            sync_engine = self._sync
+
+            def whole() -> T:
+                with sync_engine.begin() as conn:
+                    return work(conn)
+
+            return await asyncio.get_running_loop().run_in_executor(self._thread, whole)
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(work)
+
+    async def dispose(self) -> None:
+        if self._thread is not None and self._sync is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._sync.dispose)
+            self._thread.shutdown(wait=True)
+        await self.engine.dispose()

@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import Connection, Row
 
-from smsline.db.engine import transaction
+from smsline.db.engine import Database
 from smsline.db.schema import customers
 from smsline.domain.texts import info_text, language_of
 from smsline.line.outbox import OutboxItem
@@ -37,8 +37,8 @@ def password_hasher() -> PasswordHasher:
 
 
 class CredentialIssuer:
-    def __init__(self, engine: AsyncEngine, *, ttl_hours: float, threads: int = 1) -> None:
-        self.engine = engine
+    def __init__(self, db: Database, *, ttl_hours: float, threads: int = 1) -> None:
+        self.db = db
         self.ttl = dt.timedelta(hours=ttl_hours)
         self.hasher = password_hasher()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
@@ -51,10 +51,12 @@ class CredentialIssuer:
         loop = asyncio.get_running_loop()
         digest = await loop.run_in_executor(self._pool, self.hasher.hash, password)
         now = dt.datetime.now(dt.UTC)
-        async with transaction(self.engine) as conn:
-            await conn.execute(
+        customer = item.customer
+
+        def replace_password(conn: Connection) -> Row[tuple[str, str]]:
+            conn.execute(
                 update(customers)
-                .where(customers.c.id == item.customer)
+                .where(customers.c.id == customer)
                 .values(
                     password_hash=digest,
                     password_expires_at=now + self.ttl,
@@ -62,13 +64,11 @@ class CredentialIssuer:
                     updated_at=now,
                 )
             )
-            row = (
-                await conn.execute(
-                    select(customers.c.personal_code, customers.c.login).where(
-                        customers.c.id == item.customer
-                    )
-                )
+            return conn.execute(
+                select(customers.c.personal_code, customers.c.login).where(customers.c.id == customer)
             ).one()
+
+        row = await self.db.run(replace_password)
         return info_text(
             language_of(item.language),
             personal_code=row.personal_code,

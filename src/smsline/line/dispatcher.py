@@ -24,11 +24,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import bindparam, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection
 
 from smsline import metrics
 from smsline.config import Settings
-from smsline.db.engine import transaction
+from smsline.db.engine import Database
 from smsline.db.schema import outbox, outbox_segments, requests
 from smsline.domain.command_status import rule_for
 from smsline.domain.msisdn import to_smpp_address
@@ -47,7 +47,7 @@ RENEW_EVERY = 15.0
 POLL_EVERY = 1.0
 MAX_ATTEMPTS = 5
 Prepare = Callable[[OutboxItem], Awaitable[str]]
-AnswerRequests = Callable[[AsyncConnection, list[int], dt.datetime], Awaitable[list[OutboxItem]]]
+AnswerRequests = Callable[[Connection, list[int], dt.datetime], list[OutboxItem]]
 
 
 @dataclass(slots=True)
@@ -63,7 +63,7 @@ class Outcome:
 class Dispatcher:
     def __init__(
         self,
-        engine: AsyncEngine,
+        db: Database,
         settings: Settings,
         connectors: Sequence[Connector],
         *,
@@ -71,7 +71,7 @@ class Dispatcher:
         prepare: dict[str, Prepare] | None = None,
         answer_requests: AnswerRequests | None = None,
     ) -> None:
-        self.engine = engine
+        self.db = db
         self.settings = settings
         self.connectors = list(connectors)
         self.worker_id = worker_id
@@ -90,7 +90,7 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._refs = itertools.count(int(time.time()) & 0xFF)
         self._stopping = False
-        self._is_postgres = engine.dialect.name == "postgresql"
+        self._more_queued = True
         for c in self.connectors:
             c.state_listeners.append(lambda _c: self._wake_send.set())
 
@@ -107,6 +107,7 @@ class Dispatcher:
 
     def wake(self) -> None:
         """New rows were queued in the database."""
+        self._more_queued = True
         self._wake_fill.set()
 
     async def run(self) -> None:
@@ -133,16 +134,20 @@ class Dispatcher:
     async def recover(self) -> None:
         """Before starting: on SQLite only one process runs, so rows another process left
         'sending' (it crashed) go back to the queue at once instead of when their lease ends."""
-        if self._is_postgres:
+        if self.db.is_postgres:
             return
-        async with transaction(self.engine) as conn:
-            result = await conn.execute(
+
+        def requeue(conn: Connection) -> int:
+            result = conn.execute(
                 update(outbox)
                 .where(outbox.c.status == "sending", outbox.c.claimed_by != self.worker_id)
                 .values(status="queued", claimed_by=None, claimed_until=None)
             )
-        if result.rowcount:
-            log.warning("%d messages were in flight at the last stop; queued again", result.rowcount)
+            return int(result.rowcount)
+
+        count = await self.db.run(requeue)
+        if count:
+            log.warning("%d messages were in flight at the last stop; queued again", count)
 
     def _capacity(self) -> int:
         windows = sum(c.settings.window for c in self.connectors)
@@ -161,15 +166,18 @@ class Dispatcher:
                     if room < self._capacity() // 2:
                         break
                     claimed = await self._claim(room)
+                    # A full batch means more may be waiting; otherwise only a wake() (new rows)
+                    # or the poll brings the next claim.
+                    self._more_queued = len(claimed) == room
                     if claimed:
                         self.push(claimed)
-                    if len(claimed) < room:
+                    if not self._more_queued:
                         break
             except Exception:
                 log.exception("claiming outbox rows failed; retrying")
 
     async def _claim(self, limit: int) -> list[OutboxItem]:
-        async with transaction(self.engine) as conn:
+        def claim(conn: Connection) -> list[OutboxItem]:
             now = dt.datetime.now(dt.UTC)
             due = or_(outbox.c.not_before.is_(None), outbox.c.not_before <= now)
             pick = (
@@ -178,9 +186,9 @@ class Dispatcher:
                 .order_by(outbox.c.priority, outbox.c.id)
                 .limit(limit)
             )
-            if self._is_postgres:
+            if self.db.is_postgres:
                 pick = pick.with_for_update(skip_locked=True)
-            rows = await conn.execute(
+            rows = conn.execute(
                 update(outbox)
                 .where(outbox.c.id.in_(pick.scalar_subquery()))
                 .values(
@@ -191,7 +199,9 @@ class Dispatcher:
                 )
                 .returning(*outbox.c)
             )
-            items = [OutboxItem.from_row(dict(r)) for r in rows.mappings()]
+            return [OutboxItem.from_row(dict(r)) for r in rows.mappings()]
+
+        items = await self.db.run(claim)
         items.sort()
         return items
 
@@ -203,34 +213,40 @@ class Dispatcher:
             if self._stopping:
                 return
             try:
-                async with transaction(self.engine) as conn:
-                    now = dt.datetime.now(dt.UTC)
-                    await conn.execute(
-                        update(outbox)
-                        .where(outbox.c.status == "sending", outbox.c.claimed_by == self.worker_id)
-                        .values(claimed_until=now + dt.timedelta(seconds=LEASE_SECONDS))
-                    )
-                    expired = await conn.execute(
-                        update(outbox)
-                        .where(outbox.c.status == "sending", outbox.c.claimed_until < now)
-                        .values(status="queued", claimed_by=None, claimed_until=None)
-                    )
-                    await match_waiting_receipts(conn, now)
-                if expired.rowcount:
-                    log.warning("%d messages of a stopped worker queued again", expired.rowcount)
+                expired = await self.db.run(self._renew_and_reclaim)
+                if expired:
+                    log.warning("%d messages of a stopped worker queued again", expired)
                     self._wake_fill.set()
             except Exception:
                 log.exception("outbox housekeeping failed")
 
+    def _renew_and_reclaim(self, conn: Connection) -> int:
+        now = dt.datetime.now(dt.UTC)
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.status == "sending", outbox.c.claimed_by == self.worker_id)
+            .values(claimed_until=now + dt.timedelta(seconds=LEASE_SECONDS))
+        )
+        expired = conn.execute(
+            update(outbox)
+            .where(outbox.c.status == "sending", outbox.c.claimed_until < now)
+            .values(status="queued", claimed_by=None, claimed_until=None)
+        )
+        match_waiting_receipts(conn, now)
+        return int(expired.rowcount)
+
     async def _release(self, ids: list[int]) -> None:
         if not ids:
             return
-        async with transaction(self.engine) as conn:
-            await conn.execute(
+
+        def release(conn: Connection) -> None:
+            conn.execute(
                 update(outbox)
                 .where(outbox.c.id.in_(ids), outbox.c.status == "sending")
                 .values(status="queued", claimed_by=None, claimed_until=None)
             )
+
+        await self.db.run(release)
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -269,7 +285,7 @@ class Dispatcher:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             metrics.queue_depth.set(len(self._ready))
-            if len(self._ready) < self._capacity() // 2:
+            if self._more_queued and len(self._ready) < self._capacity() // 2:
                 self._wake_fill.set()
 
     def _start_preparing(self, item: OutboxItem) -> None:
@@ -389,15 +405,14 @@ class Dispatcher:
                 batch = self._outcomes[:1000]
                 del self._outcomes[: len(batch)]
                 try:
-                    async with transaction(self.engine) as conn:
-                        answers = await self._record(conn, batch)
+                    answers = await self.db.run(lambda conn: self._record(conn, batch))  # noqa: B023
                 except BaseException:
                     self._outcomes[:0] = batch
                     raise
                 if answers:
                     self.push(answers)
 
-    async def _record(self, conn: AsyncConnection, batch: list[Outcome]) -> list[OutboxItem]:
+    def _record(self, conn: Connection, batch: list[Outcome]) -> list[OutboxItem]:
         """Write the outcomes; returns the answers to requests whose acknowledgement the SMSC
         has just accepted (made in this same transaction)."""
         now = dt.datetime.now(dt.UTC)
@@ -405,8 +420,8 @@ class Dispatcher:
         bases = {c.name: c.settings.id_base for c in self.connectors}
         submitted = [o for o in batch if o.status == "submitted"]
         if submitted:
-            await lock_receipt_matching(conn)
-            await conn.execute(
+            lock_receipt_matching(conn)
+            conn.execute(
                 update(outbox)
                 .where(outbox.c.id == bindparam("b_id"))
                 .values(
@@ -434,17 +449,17 @@ class Dispatcher:
                 for o in submitted
                 for seq, mid in enumerate(o.message_ids, start=1)
             ]
-            await conn.execute(insert(outbox_segments), segment_rows)
+            conn.execute(insert(outbox_segments), segment_rows)
             acks = [o.item.request for o in submitted if o.item.kind == Kind.ACK and o.item.request]
             if acks:
-                await conn.execute(
+                conn.execute(
                     update(requests)
                     .where(requests.c.id.in_(acks), requests.c.status == "received")
                     .values(status="acknowledged", acknowledged_at=now)
                 )
                 if self.answer_requests is not None:
-                    answers = await self.answer_requests(conn, acks, now)
-            await match_waiting_receipts(conn, now, {str(r["smsc_message_id"]) for r in segment_rows})
+                    answers = self.answer_requests(conn, acks, now)
+            match_waiting_receipts(conn, now, {str(r["smsc_message_id"]) for r in segment_rows})
         retries = [o for o in batch if o.status == "retry"]
         for o in retries:
             attempts = o.item.attempts + 1
@@ -453,7 +468,7 @@ class Dispatcher:
                 o.error = f"gave up after {attempts} attempts: {o.error}"
                 continue
             delay = min(300.0, 5.0 * 2 ** (attempts - 1))
-            await conn.execute(
+            conn.execute(
                 update(outbox)
                 .where(outbox.c.id == o.item.id)
                 .values(
@@ -468,7 +483,7 @@ class Dispatcher:
         final = [o for o in batch if o.status in ("rejected", "failed")]
         for o in final:
             metrics.messages_final.labels(status=o.status).inc()
-            await conn.execute(
+            conn.execute(
                 update(outbox)
                 .where(outbox.c.id == o.item.id)
                 .values(
@@ -481,7 +496,7 @@ class Dispatcher:
                 )
             )
             if o.item.kind == Kind.ACK and o.item.request:
-                await conn.execute(
+                conn.execute(
                     update(requests)
                     .where(requests.c.id == o.item.request)
                     .values(status="failed", error="the acknowledgement could not be sent")

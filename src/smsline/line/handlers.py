@@ -4,7 +4,7 @@ the request processor writes them in the same transaction as the reply."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,14 +42,14 @@ class Reply:
     text: str
 
 
-Handler = Callable[[RequestContext], Awaitable[Reply]]
+Handler = Callable[[RequestContext], Reply]
 
 
 def _not_registered(ctx: RequestContext) -> Reply:
     return Reply(Kind.RESULT, not_registered_text(ctx.language, support_phone=ctx.support_phone))
 
 
-async def handle_info(ctx: RequestContext) -> Reply:
+def handle_info(ctx: RequestContext) -> Reply:
     """Registration data with a fresh temporary password. The password is made when the SMS is
     sent (see credentials.py); the outbox only ever holds the masked text."""
     if ctx.customer is None:
@@ -68,14 +68,14 @@ def _set_sms_enabled(ctx: RequestContext, enabled: bool) -> None:
     )
 
 
-async def handle_sms_stop(ctx: RequestContext) -> Reply:
+def handle_sms_stop(ctx: RequestContext) -> Reply:
     if ctx.customer is None:
         return _not_registered(ctx)
     _set_sms_enabled(ctx, False)
     return Reply(Kind.RESULT, sms_stopped_text(ctx.language))
 
 
-async def handle_sms_start(ctx: RequestContext) -> Reply:
+def handle_sms_start(ctx: RequestContext) -> Reply:
     if ctx.customer is None:
         return _not_registered(ctx)
     _set_sms_enabled(ctx, True)

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection
 
 from smsline import metrics
 from smsline.config import Settings
-from smsline.db.engine import transaction
+from smsline.db.engine import Database
 from smsline.db.schema import customers, inbound_messages, inbound_parts, outbox, requests
 from smsline.domain.commands import Command, match_command
 from smsline.domain.limits import RecentRequests, RequestLimits, limit_exceeded
@@ -135,18 +135,16 @@ class InboundWriter:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        db: Database,
         settings: Settings,
         *,
         worker_id: str,
         on_acks: Callable[[list[OutboxItem]], None],
-        on_receipts: Callable[[], None] | None = None,
     ) -> None:
-        self.engine = engine
+        self.db = db
         self.settings = settings
         self.worker_id = worker_id
         self.on_acks = on_acks
-        self.on_receipts = on_receipts
         self.service_number = normalise_msisdn(settings.service_number, settings.default_region)
         self.limits = RequestLimits(
             info_per_hour=settings.limit_info_per_hour,
@@ -190,14 +188,14 @@ class InboundWriter:
         forget = now - dt.timedelta(
             seconds=max(self.settings.multipart_timeout_seconds, self.settings.duplicate_window_seconds)
         )
-        async with transaction(self.engine) as conn:
-            await conn.execute(
+        def close(conn: Connection) -> int:
+            conn.execute(
                 delete(inbound_parts).where(
                     inbound_parts.c.inbound.is_not(None), inbound_parts.c.received_at < forget
                 )
             )
             stale = (
-                await conn.execute(
+                conn.execute(
                     select(inbound_parts)
                     .where(inbound_parts.c.inbound.is_(None), inbound_parts.c.received_at < cutoff)
                     .order_by(inbound_parts.c.group_key, inbound_parts.c.seq)
@@ -210,7 +208,7 @@ class InboundWriter:
                 first = parts[0]
                 text = "".join(decode_payload(p["data_coding"], bytes(p["payload"])) for p in parts)
                 inbound_id = (
-                    await conn.execute(
+                    conn.execute(
                         insert(inbound_messages)
                         .values(
                             received_at=first["received_at"],
@@ -228,11 +226,13 @@ class InboundWriter:
                         .returning(inbound_messages.c.id)
                     )
                 ).scalar_one()
-                await conn.execute(
+                conn.execute(
                     update(inbound_parts).where(inbound_parts.c.group_key == key).values(inbound=inbound_id)
                 )
                 metrics.inbound_messages.labels(status="ignored").inc()
-        return len(groups)
+            return len(groups)
+
+        return await self.db.run(close)
 
     def stop(self) -> None:
         self._stopping = True
@@ -241,17 +241,17 @@ class InboundWriter:
     async def store(self, batch: Sequence[Delivery]) -> None:
         region = self.settings.default_region
         parsed = [parse_delivery(d, region) for d in batch]
-        acks: list[OutboxItem] = []
-        receipts_stored = False
+        mos = [p for p in parsed if isinstance(p, MoIn)]
+        receipts = [p for p in parsed if isinstance(p, ReceiptIn)]
+
+        def write(conn: Connection) -> list[OutboxItem]:
+            acks = self._store_mos(conn, mos) if mos else []
+            if receipts:
+                record_receipts(conn, receipts, self.settings)
+            return acks
+
         try:
-            async with transaction(self.engine) as conn:
-                mos = [p for p in parsed if isinstance(p, MoIn)]
-                receipts = [p for p in parsed if isinstance(p, ReceiptIn)]
-                if mos:
-                    acks = await self._store_mos(conn, mos)
-                if receipts:
-                    await record_receipts(conn, receipts, self.settings)
-                    receipts_stored = True
+            acks = await self.db.run(write)
         except Exception:
             log.exception("could not store %d deliveries; answering with a temporary error", len(batch))
             for d in batch:
@@ -262,26 +262,24 @@ class InboundWriter:
             d.session.respond(d.pdu, pdus.deliver_sm_resp(d.pdu))
         if acks:
             self.on_acks(acks)
-        if receipts_stored and self.on_receipts is not None:
-            self.on_receipts()
 
     # -- MO -----------------------------------------------------------------------------------
 
-    async def _store_mos(self, conn: AsyncConnection, mos: list[MoIn]) -> list[OutboxItem]:
+    def _store_mos(self, conn: Connection, mos: list[MoIn]) -> list[OutboxItem]:
         now = dt.datetime.now(dt.UTC)  # taken inside the transaction: orders with other writers
         singles, parts = [m for m in mos if m.group is None], [m for m in mos if m.group]
         decisions: list[Decision] = []
         if parts:
-            decisions.extend(await self._assemble_parts(conn, parts, now))
-        fresh = await self._drop_duplicates(conn, singles, now)
+            decisions.extend(self._assemble_parts(conn, parts, now))
+        fresh = self._drop_duplicates(conn, singles, now)
         decisions.extend(Decision(mo=m, status="") for m in fresh)
         if not decisions:
             return []
-        await self._decide(conn, decisions, now)
-        return await self._insert(conn, decisions, now)
+        self._decide(conn, decisions, now)
+        return self._insert(conn, decisions, now)
 
-    async def _drop_duplicates(
-        self, conn: AsyncConnection, mos: list[MoIn], now: dt.datetime
+    def _drop_duplicates(
+        self, conn: Connection, mos: list[MoIn], now: dt.datetime
     ) -> list[MoIn]:
         if not mos:
             return []
@@ -289,7 +287,7 @@ class InboundWriter:
         keys = {m.dedupe_key for m in mos}
         seen = set(
             (
-                await conn.execute(
+                conn.execute(
                     select(inbound_messages.c.dedupe_key).where(
                         inbound_messages.c.dedupe_key.in_(keys),
                         inbound_messages.c.received_at >= since,
@@ -307,8 +305,8 @@ class InboundWriter:
             fresh.append(m)
         return fresh
 
-    async def _assemble_parts(
-        self, conn: AsyncConnection, parts: list[MoIn], now: dt.datetime
+    def _assemble_parts(
+        self, conn: Connection, parts: list[MoIn], now: dt.datetime
     ) -> list[Decision]:
         """Store new parts; return the messages that are now complete."""
         groups: dict[str, list[MoIn]] = defaultdict(list)
@@ -319,7 +317,7 @@ class InboundWriter:
             groups[key].append(m)
         existing = {
             (row.group_key, row.seq)
-            for row in await conn.execute(
+            for row in conn.execute(
                 select(inbound_parts.c.group_key, inbound_parts.c.seq).where(
                     inbound_parts.c.group_key.in_(groups)
                 )
@@ -347,9 +345,9 @@ class InboundWriter:
                     }
                 )
         if rows:
-            await conn.execute(insert(inbound_parts), rows)
+            conn.execute(insert(inbound_parts), rows)
         complete: list[Decision] = []
-        stored = await conn.execute(
+        stored = conn.execute(
             select(
                 inbound_parts.c.group_key,
                 inbound_parts.c.seq,
@@ -383,7 +381,7 @@ class InboundWriter:
             complete.append(Decision(mo=mo, status="", part_keys=[(key, r.seq) for r in got]))
         return complete
 
-    async def _decide(self, conn: AsyncConnection, decisions: list[Decision], now: dt.datetime) -> None:
+    def _decide(self, conn: Connection, decisions: list[Decision], now: dt.datetime) -> None:
         candidates: list[Decision] = []
         for d in decisions:
             m = d.mo
@@ -401,13 +399,13 @@ class InboundWriter:
         if not candidates:
             return
         phones = {d.mo.source for d in candidates}
-        found = await conn.execute(
+        found = conn.execute(
             select(customers.c.id, customers.c.phone, customers.c.language).where(
                 customers.c.phone.in_(phones)
             )
         )
         by_phone = {row.phone: dict(row._mapping) for row in found}
-        recent = await self._recent_counts(conn, phones, now)
+        recent = self._recent_counts(conn, phones, now)
         for d in candidates:
             assert d.command is not None
             counts = recent[d.mo.source]
@@ -420,13 +418,13 @@ class InboundWriter:
             info = 1 if d.command is Command.INFO else 0
             recent[d.mo.source] = (counts[0] + info, counts[1] + info, counts[2] + 1)
 
-    async def _recent_counts(
-        self, conn: AsyncConnection, phones: set[str], now: dt.datetime
+    def _recent_counts(
+        self, conn: Connection, phones: set[str], now: dt.datetime
     ) -> dict[str, tuple[int, int, int]]:
         hour_ago = now - dt.timedelta(hours=1)
         day_ago = now - dt.timedelta(days=1)
         is_info = requests.c.command == Command.INFO.value
-        rows = await conn.execute(
+        rows = conn.execute(
             select(
                 requests.c.msisdn,
                 func.sum(case((and_(is_info, requests.c.received_at >= hour_ago), 1), else_=0)),
@@ -441,8 +439,8 @@ class InboundWriter:
             counts[msisdn] = (int(info_hour or 0), int(info_day or 0), int(any_day or 0))
         return counts
 
-    async def _insert(
-        self, conn: AsyncConnection, decisions: list[Decision], now: dt.datetime
+    def _insert(
+        self, conn: Connection, decisions: list[Decision], now: dt.datetime
     ) -> list[OutboxItem]:
         rows = [
             {
@@ -460,7 +458,7 @@ class InboundWriter:
             for d in decisions
         ]
         # One multi-row INSERT … RETURNING; ids are matched back by a key unique in the batch.
-        returned = await conn.execute(
+        returned = conn.execute(
             insert(inbound_messages).returning(inbound_messages.c.id, inbound_messages.c.dedupe_key), rows
         )
         id_of = {key: inbound_id for inbound_id, key in returned}
@@ -472,7 +470,7 @@ class InboundWriter:
                 {"b_key": key, "b_seq": seq, "b_inbound": d.inbound_id} for key, seq in d.part_keys
             )
         if part_updates:
-            await conn.execute(
+            conn.execute(
                 update(inbound_parts)
                 .where(
                     inbound_parts.c.group_key == bindparam("b_key"),
@@ -484,7 +482,7 @@ class InboundWriter:
         accepted = [d for d in decisions if d.status == "request"]
         if not accepted:
             return []
-        returned = await conn.execute(
+        returned = conn.execute(
             insert(requests).returning(requests.c.id, requests.c.inbound),
             [
                 {
@@ -518,7 +516,7 @@ class InboundWriter:
                 claimed_until=claimed_until,
             )
             ack_rows.append((d, row))
-        returned = await conn.execute(
+        returned = conn.execute(
             insert(outbox).returning(outbox.c.id, outbox.c.request), [row for _, row in ack_rows]
         )
         ack_of = {request_id: message_id for message_id, request_id in returned}

@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlalchemy import and_, bindparam, insert, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from smsline import metrics
 from smsline.config import IdBase, Settings
@@ -66,26 +66,26 @@ def parse_receipt(smsc: str, pdu: Pdu) -> ReceiptIn:
 RECEIPT_MATCHING_LOCK = 0x736D73_01  # any constant: one advisory lock for receipt matching
 
 
-async def lock_receipt_matching(conn: AsyncConnection) -> None:
+def lock_receipt_matching(conn: Connection) -> None:
     """Serialise storing receipts with recording submit_sm_resp ids (PostgreSQL; SQLite writers
     are serial already), so a receipt that overtakes its response is never missed by both."""
     if conn.dialect.name == "postgresql":
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": RECEIPT_MATCHING_LOCK})
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": RECEIPT_MATCHING_LOCK})
 
 
 def id_bases(settings: Settings) -> dict[str, IdBase]:
     return {bind.name: bind.id_base for bind in settings.smsc_binds()}
 
 
-async def record_receipts(
-    conn: AsyncConnection, incoming: list[ReceiptIn], settings: Settings
+def record_receipts(
+    conn: Connection, incoming: list[ReceiptIn], settings: Settings
 ) -> None:
-    await lock_receipt_matching(conn)
+    lock_receipt_matching(conn)
     now = dt.datetime.now(dt.UTC)
     bases = id_bases(settings)
     seen = set(
         (
-            await conn.execute(
+            conn.execute(
                 select(receipts.c.dedupe_key).where(
                     receipts.c.dedupe_key.in_({r.dedupe_key for r in incoming})
                 )
@@ -106,7 +106,7 @@ async def record_receipts(
         by_smsc[r.smsc].add(key)
     segments: dict[tuple[str, str], tuple[int, int]] = {}
     for smsc, keys in by_smsc.items():
-        rows = await conn.execute(
+        rows = conn.execute(
             select(
                 outbox_segments.c.smsc_message_id, outbox_segments.c.message, outbox_segments.c.seq
             ).where(outbox_segments.c.smsc == smsc, outbox_segments.c.smsc_message_id.in_(keys))
@@ -139,12 +139,12 @@ async def record_receipts(
                 "dedupe_key": r.dedupe_key,
             }
         )
-    await conn.execute(insert(receipts), rows_out)
-    await apply_segment_statuses(conn, changes, now)
+    conn.execute(insert(receipts), rows_out)
+    apply_segment_statuses(conn, changes, now)
 
 
-async def match_waiting_receipts(
-    conn: AsyncConnection, now: dt.datetime, smsc_ids: set[str] | None = None
+def match_waiting_receipts(
+    conn: Connection, now: dt.datetime, smsc_ids: set[str] | None = None
 ) -> None:
     """Receipts stored before their submit_sm_resp was recorded find their message now
     (all recent waiting ones, or those with the given canonical ids)."""
@@ -161,28 +161,28 @@ async def match_waiting_receipts(
     )
     if smsc_ids is not None:
         query = query.where(receipts.c.smsc_message_id.in_(smsc_ids))
-    found = (await conn.execute(query)).all()
+    found = (conn.execute(query)).all()
     if not found:
         return
-    await conn.execute(
+    conn.execute(
         update(receipts)
         .where(receipts.c.id == bindparam("b_id"))
         .values(message=bindparam("b_message"), seq=bindparam("b_seq")),
         [{"b_id": rid, "b_message": message, "b_seq": seq} for rid, _, message, seq in found],
     )
-    await apply_segment_statuses(
+    apply_segment_statuses(
         conn, [(message, seq, status) for _, status, message, seq in found if status], now
     )
 
 
-async def apply_segment_statuses(
-    conn: AsyncConnection, changes: list[tuple[int, int, str]], now: dt.datetime
+def apply_segment_statuses(
+    conn: Connection, changes: list[tuple[int, int, str]], now: dt.datetime
 ) -> None:
     """Record what receipts said about segments (message, seq, status) and settle their messages."""
     final = [c for c in changes if c[2] != "submitted"]
     if not final:
         return
-    await conn.execute(
+    conn.execute(
         update(outbox_segments)
         .where(
             outbox_segments.c.message == bindparam("b_message"),
@@ -191,12 +191,12 @@ async def apply_segment_statuses(
         .values(status=bindparam("b_status"), done_at=now),
         [{"b_message": m, "b_seq": q, "b_status": st} for m, q, st in final],
     )
-    await settle_messages(conn, {m for m, _, _ in final}, now)
+    settle_messages(conn, {m for m, _, _ in final}, now)
 
 
-async def settle_messages(conn: AsyncConnection, message_ids: set[int], now: dt.datetime) -> None:
+def settle_messages(conn: Connection, message_ids: set[int], now: dt.datetime) -> None:
     """Give each message the aggregate status of its segments once all of them are final."""
-    rows = await conn.execute(
+    rows = conn.execute(
         select(outbox_segments.c.message, outbox_segments.c.status, outbox.c.segments)
         .join(outbox, outbox.c.id == outbox_segments.c.message)
         .where(outbox_segments.c.message.in_(message_ids))
@@ -215,7 +215,7 @@ async def settle_messages(conn: AsyncConnection, message_ids: set[int], now: dt.
             settled.append({"b_id": message, "b_status": status})
             metrics.messages_final.labels(status=status).inc()
     if settled:
-        await conn.execute(
+        conn.execute(
             update(outbox)
             .where(outbox.c.id == bindparam("b_id"), outbox.c.status == "submitted")
             .values(status=bindparam("b_status"), done_at=now),

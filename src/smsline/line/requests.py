@@ -16,11 +16,11 @@ import logging
 from collections.abc import Callable, Collection
 
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection
 
 from smsline import metrics
 from smsline.config import Settings
-from smsline.db.engine import transaction
+from smsline.db.engine import Database
 from smsline.db.schema import consent_events, customers, outbox, requests
 from smsline.domain.commands import Command
 from smsline.domain.texts import language_of
@@ -37,19 +37,19 @@ CLAIM_SECONDS = 60.0
 class RequestProcessor:
     def __init__(
         self,
-        engine: AsyncEngine,
+        db: Database,
         settings: Settings,
         *,
         worker_id: str,
         on_results: Callable[[list[OutboxItem]], None],
     ) -> None:
-        self.engine = engine
+        self.db = db
         self.settings = settings
         self.worker_id = worker_id
         self.on_results = on_results
         self._wake = asyncio.Event()
         self._stopping = False
-        self._is_postgres = engine.dialect.name == "postgresql"
+        self._is_postgres = db.is_postgres
 
     def wake(self) -> None:
         self._wake.set()
@@ -73,14 +73,13 @@ class RequestProcessor:
 
     async def process_batch(self) -> int:
         """Answer acknowledged requests that are still waiting for their answer."""
-        async with transaction(self.engine) as conn:
-            items = await self.answer(conn, None, dt.datetime.now(dt.UTC))
+        items = await self.db.run(lambda conn: self.answer(conn, None, dt.datetime.now(dt.UTC)))
         if items:
             self.on_results(items)
         return len(items)
 
-    async def answer(
-        self, conn: AsyncConnection, request_ids: Collection[int] | None, now: dt.datetime
+    def answer(
+        self, conn: Connection, request_ids: Collection[int] | None, now: dt.datetime
     ) -> list[OutboxItem]:
         """Run the handlers of acknowledged requests (these, or any waiting) and queue their
         answers, claimed for this worker. Call inside a write transaction."""
@@ -92,13 +91,13 @@ class RequestProcessor:
         query = query.order_by(requests.c.id).limit(BATCH)
         if self._is_postgres:
             query = query.with_for_update(skip_locked=True)
-        batch = [dict(r) for r in (await conn.execute(query)).mappings()]
+        batch = [dict(r) for r in (conn.execute(query)).mappings()]
         if not batch:
             return []
         ids = {r["customer"] for r in batch if r["customer"] is not None}
         by_id: dict[int, dict[str, object]] = {}
         if ids:
-            found = await conn.execute(select(customers).where(customers.c.id.in_(ids)))
+            found = conn.execute(select(customers).where(customers.c.id.in_(ids)))
             by_id = {row["id"]: dict(row) for row in found.mappings()}
         consent: list[ConsentChange] = []
         rows = []
@@ -108,7 +107,7 @@ class RequestProcessor:
                 str(customer["language"]) if customer else self.settings.default_language
             )
             command = Command(request["command"])
-            reply = await HANDLERS[command](
+            reply = HANDLERS[command](
                 RequestContext(
                     request=request,
                     customer=customer,
@@ -135,10 +134,10 @@ class RequestProcessor:
             )
             metrics.requests_processed.labels(command=command.value).inc()
         if consent:
-            await self._record_consent(conn, consent, now)
-        returned = await conn.execute(insert(outbox).returning(outbox.c.id, outbox.c.request), rows)
+            self._record_consent(conn, consent, now)
+        returned = conn.execute(insert(outbox).returning(outbox.c.id, outbox.c.request), rows)
         message_of = {request: message for message, request in returned}
-        await conn.execute(
+        conn.execute(
             update(requests)
             .where(requests.c.id.in_([r["id"] for r in batch]))
             .values(status="done", processed_at=now)
@@ -150,17 +149,17 @@ class RequestProcessor:
         return items
 
     @staticmethod
-    async def _record_consent(
-        conn: AsyncConnection, changes: list[ConsentChange], now: dt.datetime
+    def _record_consent(
+        conn: Connection, changes: list[ConsentChange], now: dt.datetime
     ) -> None:
         latest = {c.customer: c.sms_enabled for c in changes}
-        await conn.execute(
+        conn.execute(
             update(customers)
             .where(customers.c.id == bindparam("b_id"))
             .values(sms_enabled=bindparam("b_enabled"), updated_at=now),
             [{"b_id": customer, "b_enabled": enabled} for customer, enabled in latest.items()],
         )
-        await conn.execute(
+        conn.execute(
             insert(consent_events),
             [
                 {
