@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from bench import requests_by_sms
+from bench import codec, requests_by_sms
 from bench.report import facts, heading, machine_facts
 
 
@@ -25,7 +25,10 @@ class Suite:
     run: Callable[..., Awaitable[requests_by_sms.SuiteResult]]
 
 
-SUITES = [Suite(requests_by_sms.NAME, requests_by_sms.MEASUREMENTS, requests_by_sms.run)]
+SUITES = [
+    Suite(requests_by_sms.NAME, requests_by_sms.MEASUREMENTS, requests_by_sms.run),
+    Suite(codec.NAME, codec.MEASUREMENTS, codec.suite),
+]
 
 
 def selection(names: Sequence[str]) -> dict[str, frozenset[str]]:

@@ -7,6 +7,7 @@ and strings the rest of smsline works with.
 from __future__ import annotations
 
 import io
+import operator
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,17 @@ def parse_header(data: bytes | bytearray | memoryview, offset: int = 0) -> Heade
 
 
 def encode(pdu: Pdu) -> bytes:
+    data = _fast_encode(pdu)
+    return data if data is not None else _codec_encode(pdu)
+
+
+def decode(data: bytes) -> Pdu:
+    """Decode one whole PDU; raises PduError (with the status to answer) when it is malformed."""
+    pdu = _fast_decode(data)
+    return pdu if pdu is not None else _codec_decode(data)
+
+
+def _codec_encode(pdu: Pdu) -> bytes:
     # The codec's TLV encoder checks variable-length values (message_payload…) against the
     # length of the last TLV it decoded; encoding must not depend on what was decoded before.
     _encoder.optionEncoder.length = None
@@ -89,8 +101,7 @@ def encode(pdu: Pdu) -> bytes:
     return bytes(_encoder.encode(pdu))
 
 
-def decode(data: bytes) -> Pdu:
-    """Decode one whole PDU; raises PduError (with the status to answer) when it is malformed."""
+def _codec_decode(data: bytes) -> Pdu:
     try:
         return _encoder.decode(io.BytesIO(data))
     except PDUParseError as exc:
@@ -360,3 +371,482 @@ def sar_of(pdu: Pdu) -> Sar | None:
     if ref is None or total is None or seq is None:
         return None
     return Sar(int(ref), int(total), int(seq))
+
+
+# -- fast path ----------------------------------------------------------------------------------
+#
+# The hot PDUs are encoded and decoded here by hand, into and from exactly the objects and bytes
+# the codec produces. Whatever this code does not fully understand (an unhandled TLV, a time
+# field, an unusual value type, a malformed frame) raises _Unsupported or fails a lookup, and the
+# codec takes that PDU instead: it stays the reference and the source of the error statuses.
+
+
+class _Unsupported(Exception):
+    """A PDU the fast path leaves to the codec."""
+
+
+_FALLBACK_ERRORS = (_Unsupported, KeyError, IndexError, TypeError, ValueError, AttributeError, struct.error)
+
+_SubmitSM = operations.SubmitSM
+_SubmitSMResp = operations.SubmitSMResp
+_DeliverSM = operations.DeliverSM
+_DeliverSMResp = operations.DeliverSMResp
+_EnquireLink = operations.EnquireLink
+_EnquireLinkResp = operations.EnquireLinkResp
+_GenericNack = operations.GenericNack
+_FAST_CLASSES: dict[int, Any] = {
+    constants.command_id_name_map[klass.commandId.name]: klass
+    for klass in (
+        _SubmitSM, _SubmitSMResp, _DeliverSM, _DeliverSMResp, _EnquireLink, _EnquireLinkResp, _GenericNack
+    )
+}
+_COMMAND_ID_VALUE: dict[Any, int] = {klass: value for value, klass in _FAST_CLASSES.items()}
+_SM_MANDATORY = len(_SubmitSM.mandatoryParams)
+_sm_fields = operator.itemgetter(*_SubmitSM.mandatoryParams)
+_TLV_HEAD = struct.Struct(">HH")
+_ADDRESS_TYPE = struct.Struct(">xBB")
+_SM_FIXED = struct.Struct(">x10B")
+_TLV_INT1 = struct.Struct(">HHB")
+_TLV_INT2 = struct.Struct(">HHH")
+
+
+def _by_value(enum_type: Any, value_map: dict[int, str]) -> dict[int, Any]:
+    return {value: getattr(enum_type, name) for value, name in value_map.items()}
+
+
+def _by_member(enum_type: Any, name_map: dict[str, int]) -> dict[int, int]:
+    """Member's id() -> value. Enum members hash in Python code, too slow here; and since a member
+    lives as long as its Enum, no other object can ever have its id."""
+    return {id(getattr(enum_type, name)): value for name, value in name_map.items()}
+
+
+_TON = _by_value(pdu_types.AddrTon, constants.addr_ton_value_map)
+_TON_VALUE = _by_member(pdu_types.AddrTon, constants.addr_ton_name_map)
+_NPI = _by_value(pdu_types.AddrNpi, constants.addr_npi_value_map)
+_NPI_VALUE = _by_member(pdu_types.AddrNpi, constants.addr_npi_name_map)
+_PRIORITY = _by_value(pdu_types.PriorityFlag, constants.priority_flag_value_map)
+_PRIORITY_VALUE = _by_member(pdu_types.PriorityFlag, constants.priority_flag_name_map)
+_REPLACE = _by_value(pdu_types.ReplaceIfPresentFlag, constants.replace_if_present_flap_value_map)
+_REPLACE_VALUE = _by_member(pdu_types.ReplaceIfPresentFlag, constants.replace_if_present_flap_name_map)
+_MESSAGE_STATE = _by_value(pdu_types.MessageState, constants.message_state_value_map)
+_MESSAGE_STATE_VALUE = _by_member(pdu_types.MessageState, constants.message_state_name_map)
+_ESM_MODE_VALUE = _by_member(pdu_types.EsmClassMode, constants.esm_class_mode_name_map)
+_ESM_TYPE_VALUE = _by_member(pdu_types.EsmClassType, constants.esm_class_type_name_map)
+_ESM_FEATURE_VALUE = _by_member(pdu_types.EsmClassGsmFeatures, constants.esm_class_gsm_features_name_map)
+_RECEIPT_VALUE = _by_member(
+    pdu_types.RegisteredDeliveryReceipt, constants.registered_delivery_receipt_name_map
+)
+_ACK_VALUE = _by_member(
+    pdu_types.RegisteredDeliverySmeOriginatedAcks, constants.registered_delivery_sme_originated_acks_name_map
+)
+_DEFAULT_CODING_VALUE = _by_member(pdu_types.DataCodingDefault, constants.data_coding_default_name_map)
+_GSM_CODING_VALUE = _by_member(
+    pdu_types.DataCodingGsmMsgCoding, constants.data_coding_gsm_message_coding_name_map
+)
+_GSM_CLASS_VALUE = _by_member(
+    pdu_types.DataCodingGsmMsgClass, constants.data_coding_gsm_message_class_name_map
+)
+_GSM_SCHEME_VALUE: int = constants.data_coding_scheme_name_map["GSM_MESSAGE_CLASS"]
+_RAW_SCHEME = pdu_types.DataCodingScheme.RAW
+_DEFAULT_SCHEME = pdu_types.DataCodingScheme.DEFAULT
+_GSM_SCHEME = pdu_types.DataCodingScheme.GSM_MESSAGE_CLASS
+_EsmClass = pdu_types.EsmClass
+_RegisteredDelivery = pdu_types.RegisteredDelivery
+_DataCoding = pdu_types.DataCoding
+_new_tuple = tuple.__new__
+
+_STATUS: dict[int, Any] = {
+    value: getattr(CommandStatus, entry["name"])
+    for value, entry in constants.command_status_value_map.items()
+    if value >= 0
+}
+_STATUS_VALUE: dict[int, int] = {
+    id(getattr(CommandStatus, name)): value
+    for name, value in constants.command_status_name_map.items()
+    if value >= 0
+}
+_STATUS_SMPP_EXTENSION = getattr(CommandStatus, constants.command_status_value_map[-1]["name"])
+_STATUS_VENDOR_SPECIFIC = getattr(CommandStatus, constants.command_status_value_map[-2]["name"])
+_STATUS_RESERVED = getattr(CommandStatus, constants.command_status_value_map[-3]["name"])
+_STATUS_UNKNOWN = getattr(CommandStatus, constants.command_status_value_map[-4]["name"])
+
+
+def _status_member(value: int) -> Any:
+    """The CommandStatus the codec decodes ``value`` to, reserved ranges included."""
+    member = _STATUS.get(value)
+    if member is not None:
+        return member
+    if value < 256:
+        return _STATUS_UNKNOWN
+    if value <= 1023:
+        return _STATUS_SMPP_EXTENSION
+    if value <= 1279:
+        return _STATUS_VENDOR_SPECIFIC
+    return _STATUS_RESERVED
+
+
+def _esm_class_table() -> list[tuple[Any, Any, tuple[Any, ...]] | None]:
+    table: list[tuple[Any, Any, tuple[Any, ...]] | None] = []
+    for value in range(256):
+        mode = constants.esm_class_mode_value_map.get(value & 0x03)
+        kind = constants.esm_class_type_value_map.get(value & 0x3C)
+        if mode is None or kind is None:
+            table.append(None)
+            continue
+        features = tuple(
+            getattr(pdu_types.EsmClassGsmFeatures, name)
+            for bit, name in constants.esm_class_gsm_features_value_map.items()
+            if bit & value
+        )
+        table.append((getattr(pdu_types.EsmClassMode, mode), getattr(pdu_types.EsmClassType, kind), features))
+    return table
+
+
+def _registered_delivery_table() -> list[tuple[Any, tuple[Any, ...], bool] | None]:
+    table: list[tuple[Any, tuple[Any, ...], bool] | None] = []
+    for value in range(256):
+        receipt = constants.registered_delivery_receipt_value_map.get(value & 0x03)
+        if receipt is None:
+            table.append(None)
+            continue
+        acks = tuple(
+            getattr(pdu_types.RegisteredDeliverySmeOriginatedAcks, name)
+            for bit, name in constants.registered_delivery_sme_originated_acks_value_map.items()
+            if bit & value
+        )
+        table.append((getattr(pdu_types.RegisteredDeliveryReceipt, receipt), acks, bool(value & 0x10)))
+    return table
+
+
+def _data_coding_table() -> list[tuple[Any, Any]]:
+    table: list[tuple[Any, Any]] = []
+    for value in range(256):
+        if value & 0xF0 == _GSM_SCHEME_VALUE:
+            coding = constants.data_coding_gsm_message_coding_value_map[value & 0x04]
+            klass = constants.data_coding_gsm_message_class_value_map[value & 0x03]
+            data = pdu_types.DataCodingGsmMsg(
+                getattr(pdu_types.DataCodingGsmMsgCoding, coding),
+                getattr(pdu_types.DataCodingGsmMsgClass, klass),
+            )
+            table.append((_GSM_SCHEME, data))
+        elif value in constants.data_coding_default_value_map:
+            name = constants.data_coding_default_value_map[value]
+            table.append((_DEFAULT_SCHEME, getattr(pdu_types.DataCodingDefault, name)))
+        else:
+            table.append((_RAW_SCHEME, value))
+    return table
+
+
+_ESM_CLASSES = _esm_class_table()
+_REGISTERED_DELIVERIES = _registered_delivery_table()
+_DATA_CODINGS = _data_coding_table()
+
+_INT1, _INT2, _OCTETS, _CSTRING, _STATE = range(5)
+_TLV_KINDS = {
+    "user_message_reference": _INT2,
+    "source_port": _INT2,
+    "destination_port": _INT2,
+    "sar_msg_ref_num": _INT2,
+    "sar_total_segments": _INT1,
+    "sar_segment_seqnum": _INT1,
+    "message_payload": _OCTETS,
+    "network_error_code": _OCTETS,
+    "receipted_message_id": _CSTRING,
+    "message_state": _STATE,
+}
+_RECEIPTED_MESSAGE_ID_SIZE = 65
+
+
+def _tlvs(klass: Any) -> tuple[tuple[str, int, int], ...]:
+    """(name, tag, kind) of the TLVs the fast path handles for ``klass``, in the codec's order."""
+    return tuple(
+        (name, constants.tag_name_map[name], _TLV_KINDS[name])
+        for name in klass.optionalParams
+        if name in _TLV_KINDS
+    )
+
+
+_ENCODE_TLVS = {klass: _tlvs(klass) for klass in (_SubmitSM, _DeliverSM)}
+_DECODE_TLVS = {
+    klass: {tag: (name, kind) for name, tag, kind in tlvs} for klass, tlvs in _ENCODE_TLVS.items()
+}
+
+
+# -- fast encoding
+
+
+def _cstring(value: Any, size: int) -> bytes:
+    if value is None:
+        return b"\0"
+    if type(value) is not bytes or len(value) >= size:
+        raise _Unsupported
+    return value + b"\0"
+
+
+def _int(value: Any, top: int) -> int:
+    if value is None:
+        return 0
+    if type(value) is not int or not 0 <= value <= top:
+        raise _Unsupported
+    return value
+
+
+def _address_type(ton: Any, npi: Any) -> bytes:
+    """The NUL that ends the C-octet string before, then the TON and NPI octets."""
+    return _ADDRESS_TYPE.pack(
+        0 if ton is None else _TON_VALUE[id(ton)], 0 if npi is None else _NPI_VALUE[id(npi)]
+    )
+
+
+def _data_coding_value(coding: Any) -> int:
+    scheme = coding.scheme
+    data = coding.schemeData
+    if scheme is _RAW_SCHEME and data is not None:
+        return _int(data, 0xFF)
+    if scheme is _DEFAULT_SCHEME:
+        return _DEFAULT_CODING_VALUE[id(data)]
+    if scheme is _GSM_SCHEME:
+        return _GSM_SCHEME_VALUE | _GSM_CODING_VALUE[id(data.msgCoding)] | _GSM_CLASS_VALUE[id(data.msgClass)]
+    raise _Unsupported
+
+
+def _encode_tlv(tag: int, kind: int, value: Any) -> bytes:
+    if kind == _INT2:
+        return _TLV_INT2.pack(tag, 2, _int(value, 0xFFFF))
+    if kind == _INT1:
+        return _TLV_INT1.pack(tag, 1, _int(value, 0xFF))
+    if kind == _OCTETS:
+        if type(value) is not bytes or len(value) > 0xFFFF:
+            raise _Unsupported
+        return _TLV_HEAD.pack(tag, len(value)) + value
+    if kind == _CSTRING:
+        encoded = _cstring(value, _RECEIPTED_MESSAGE_ID_SIZE)
+        return _TLV_HEAD.pack(tag, len(encoded)) + encoded
+    return _TLV_INT1.pack(tag, 1, _MESSAGE_STATE_VALUE[id(value)])
+
+
+def _encode_sm(params: dict[str, Any], tlvs: tuple[tuple[str, int, int], ...]) -> bytes:
+    (
+        service_type, source_ton, source_npi, source_addr, dest_ton, dest_npi, destination_addr,
+        esm_class, protocol_id, priority, schedule, validity, registered, replace, coding, default_msg_id,
+        short_message,
+    ) = _sm_fields(params)
+    if schedule is not None or validity is not None:
+        raise _Unsupported
+    if service_type is None:
+        service_type = b""
+    elif type(service_type) is not bytes or len(service_type) > 5:
+        raise _Unsupported
+    if source_addr is None:
+        source_addr = b""
+    elif type(source_addr) is not bytes or len(source_addr) > 20:
+        raise _Unsupported
+    if destination_addr is None:
+        destination_addr = b""
+    elif type(destination_addr) is not bytes or len(destination_addr) > 20:
+        raise _Unsupported
+    if short_message is None:
+        short_message = b""
+    elif type(short_message) is not bytes or len(short_message) > 254:
+        raise _Unsupported
+    esm = 0
+    if esm_class is not None:
+        if type(esm_class) is not _EsmClass:
+            raise _Unsupported
+        mode, kind, features = esm_class
+        esm = _ESM_MODE_VALUE[id(mode)] | _ESM_TYPE_VALUE[id(kind)]
+        for feature in features:
+            esm |= _ESM_FEATURE_VALUE[id(feature)]
+    delivery = 0
+    if registered is not None:
+        if type(registered) is not _RegisteredDelivery:
+            raise _Unsupported
+        receipt, acks, intermediate = registered
+        delivery = _RECEIPT_VALUE[id(receipt)]
+        for ack in acks:
+            delivery |= _ACK_VALUE[id(ack)]
+        if intermediate:
+            delivery |= 0x10
+    fixed = _SM_FIXED.pack(
+        esm,
+        _int(protocol_id, 0xFF),
+        0 if priority is None else _PRIORITY_VALUE[id(priority)],
+        0,
+        0,
+        delivery,
+        0 if replace is None else _REPLACE_VALUE[id(replace)],
+        0 if coding is None else _data_coding_value(coding),
+        _int(default_msg_id, 254),
+        len(short_message),
+    )
+    parts = [
+        service_type,
+        _address_type(source_ton, source_npi),
+        source_addr,
+        _address_type(dest_ton, dest_npi),
+        destination_addr,
+        fixed,
+        short_message,
+    ]
+    if len(params) != _SM_MANDATORY:
+        present = _SM_MANDATORY
+        for name, tag, kind in tlvs:
+            if name in params:
+                parts.append(_encode_tlv(tag, kind, params[name]))
+                present += 1
+        if len(params) != present:
+            raise _Unsupported
+    return b"".join(parts)
+
+
+def _fast_encode(pdu: Pdu) -> bytes | None:
+    """The PDU's bytes as the codec encodes them, or None when the codec must encode it."""
+    klass = type(pdu)
+    command_id = _COMMAND_ID_VALUE.get(klass)
+    if command_id is None:
+        return None
+    try:
+        sequence = pdu.seqNum
+        params = pdu.params
+        if pdu.id is not klass.commandId or pdu.custom_tlvs or type(sequence) is not int:
+            return None
+        status = _STATUS_VALUE[id(pdu.status)]
+        if klass is _SubmitSM or klass is _DeliverSM:
+            body = _encode_sm(params, _ENCODE_TLVS[klass])
+        elif klass is _SubmitSMResp:
+            if status:
+                body = b""
+            elif len(params) == 1:
+                body = _cstring(params["message_id"], 65)
+            else:
+                return None
+        elif klass is _DeliverSMResp:
+            if len(params) != 1 or params["message_id"] is not None:
+                return None
+            body = b"\0"
+        elif params:
+            return None
+        else:
+            body = b""
+        return HEADER.pack(HEADER_LEN + len(body), command_id, status, sequence) + body
+    except _FALLBACK_ERRORS:
+        return None
+
+
+# -- fast decoding
+
+
+def _decode_sm(data: bytes, tlvs: dict[int, tuple[str, int]]) -> dict[str, Any]:
+    end = len(data)
+    find = data.find
+    start = HEADER_LEN
+    nul = find(b"\0", start, end)
+    if nul < 0 or nul - start > 5:
+        raise _Unsupported
+    service_type = data[start:nul]
+    source_ton = _TON[data[nul + 1]]
+    source_npi = _NPI[data[nul + 2]]
+    start = nul + 3
+    nul = find(b"\0", start, end)
+    if nul < 0 or nul - start > 20:
+        raise _Unsupported
+    source_addr = data[start:nul]
+    dest_ton = _TON[data[nul + 1]]
+    dest_npi = _NPI[data[nul + 2]]
+    start = nul + 3
+    nul = find(b"\0", start, end)
+    if nul < 0 or nul - start > 20:
+        raise _Unsupported
+    destination_addr = data[start:nul]
+    start = nul + 11
+    esm, protocol_id, priority, schedule, validity, registered, replace, coding, default_msg_id, sm_length = (
+        data[nul + 1 : start]
+    )
+    if schedule or validity:
+        raise _Unsupported
+    offset = start + sm_length
+    if offset > end:
+        raise _Unsupported
+    esm_class = _ESM_CLASSES[esm]
+    delivery = _REGISTERED_DELIVERIES[registered]
+    if esm_class is None or delivery is None:
+        raise _Unsupported
+    params = {
+        "service_type": service_type,
+        "source_addr_ton": source_ton,
+        "source_addr_npi": source_npi,
+        "source_addr": source_addr,
+        "dest_addr_ton": dest_ton,
+        "dest_addr_npi": dest_npi,
+        "destination_addr": destination_addr,
+        "esm_class": _new_tuple(_EsmClass, (esm_class[0], esm_class[1], set(esm_class[2]))),
+        "protocol_id": protocol_id,
+        "priority_flag": _PRIORITY[priority],
+        "schedule_delivery_time": None,
+        "validity_period": None,
+        "registered_delivery": _new_tuple(_RegisteredDelivery, (delivery[0], set(delivery[1]), delivery[2])),
+        "replace_if_present_flag": _REPLACE[replace],
+        "data_coding": _DataCoding(*_DATA_CODINGS[coding]),
+        "sm_default_msg_id": default_msg_id,
+        "short_message": data[start:offset],
+    }
+    while offset < end:
+        tag, size = _TLV_HEAD.unpack_from(data, offset)
+        start = offset + 4
+        offset = start + size
+        if offset > end:
+            raise _Unsupported
+        name, kind = tlvs[tag]
+        if kind == _INT2:
+            if size != 2:
+                raise _Unsupported
+            params[name] = data[start] << 8 | data[start + 1]
+        elif kind == _INT1:
+            if size != 1:
+                raise _Unsupported
+            params[name] = data[start]
+        elif kind == _OCTETS:
+            params[name] = data[start:offset]
+        elif kind == _CSTRING:
+            if not 0 < size <= _RECEIPTED_MESSAGE_ID_SIZE or find(b"\0", start, offset) != offset - 1:
+                raise _Unsupported
+            params[name] = data[start : offset - 1]
+        else:
+            if size != 1:
+                raise _Unsupported
+            params[name] = _MESSAGE_STATE[data[start]]
+    return params
+
+
+def _fast_decode(data: bytes) -> Pdu | None:
+    """The PDU the codec decodes from ``data``, or None when the codec must decode it."""
+    if type(data) is not bytes or len(data) < HEADER_LEN:
+        return None
+    length, command_id, status, sequence = HEADER.unpack_from(data)
+    klass = _FAST_CLASSES.get(command_id)
+    if klass is None or length != len(data):
+        return None
+    params: dict[str, Any]
+    try:
+        if klass is _SubmitSM or klass is _DeliverSM:
+            params = _decode_sm(data, _DECODE_TLVS[klass])
+        elif klass is _SubmitSMResp and not status:
+            nul = data.find(b"\0", HEADER_LEN)
+            if nul < 0 or nul - HEADER_LEN > 64:
+                return None
+            params = {"message_id": data[HEADER_LEN:nul]}
+        elif klass is _DeliverSMResp:
+            if data[HEADER_LEN] != 0:
+                return None
+            params = {"message_id": None}
+        else:
+            params = {}
+    except _FALLBACK_ERRORS:
+        return None
+    pdu = klass.__new__(klass)
+    pdu.id = klass.commandId
+    pdu.seqNum = sequence or None
+    pdu.status = _status_member(status)
+    pdu.custom_tlvs = []
+    pdu.params = params
+    return pdu
