@@ -120,10 +120,16 @@ T = TypeVar("T")
 
 class Database:
     """Where the service runs its transactions. A transaction is a plain function of a
-    SQLAlchemy ``Connection``, run whole: on SQLite on the database's own thread — one hand-off
-    per transaction instead of one per statement, and writers queue there, as SQLite allows one
-    writer at a time; on PostgreSQL through asyncpg on the event loop (``run_sync``).
-    ``engine`` is the async engine for everything else (reads by the API, tests, the CLI)."""
+    SQLAlchemy ``Connection`` (it must be safe to run again: it only reads and writes the
+    database and returns a value).
+
+    On SQLite the work runs on the database's own thread, whole — one hand-off per transaction
+    instead of one per statement — and work that queued up while a transaction ran is committed
+    together in the next one (group commit: one BEGIN and one fsync for all of it). If such a
+    shared transaction fails, each piece runs again alone, so one failing piece never takes the
+    others down. On PostgreSQL each piece runs in its own transaction through asyncpg on the
+    event loop (``run_sync``). ``engine`` is the async engine for everything else (reads, tests,
+    the CLI)."""
 
     def __init__(self, url: str, *, pool_size: int = 5) -> None:
         self.url = url
@@ -131,6 +137,9 @@ class Database:
         self.dialect = self.engine.dialect.name
         self._sync: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
+        self._queued: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
+        self._draining = False
+        self._drainer: asyncio.Task[None] | None = None
         if self.dialect == "sqlite":
             target = make_url(url).set(drivername="sqlite+pysqlite")
             _prepare_sqlite_file(target)
@@ -145,17 +154,60 @@ class Database:
         return self.dialect == "postgresql"
 
     async def run(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` in one transaction and return its result; commits unless it raises."""
-        if self._sync is not None and self._thread is not None:
-            sync_engine = self._sync
+        """Run ``work`` in a transaction and return its result once that has committed."""
+        if self._sync is None:
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(work)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queued.append((work, future))
+        if not self._draining:
+            self._draining = True
+            self._drainer = loop.create_task(self._drain())
+        return await future
 
-            def whole() -> T:
-                with sync_engine.begin() as conn:
-                    return work(conn)
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._thread is not None
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                try:
+                    outcomes = await loop.run_in_executor(self._thread, self._commit_together, batch)
+                except BaseException as exc:  # the thread is gone (shutting down)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    raise
+                for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+        finally:
+            self._draining = False
 
-            return await asyncio.get_running_loop().run_in_executor(self._thread, whole)
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(work)
+    def _commit_together(
+        self, batch: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]
+    ) -> list[tuple[bool, Any]]:
+        assert self._sync is not None
+        try:
+            with self._sync.begin() as conn:
+                results = [(True, work(conn)) for work, _ in batch]
+            return results
+        except Exception as exc:
+            if len(batch) == 1:
+                return [(False, exc)]
+        outcomes: list[tuple[bool, Any]] = []
+        for work, _ in batch:
+            try:
+                with self._sync.begin() as conn:
+                    outcomes.append((True, work(conn)))
+            except Exception as exc:
+                outcomes.append((False, exc))
+        return outcomes
 
     async def dispose(self) -> None:
         if self._thread is not None and self._sync is not None:
