@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import Final
@@ -72,6 +73,7 @@ def to_smpp_address(e164: str) -> str:
     return e164[1:]
 
 
+@functools.lru_cache(maxsize=8192)  # the service number and regular customers come back often
 def from_smpp_address(addr: str, ton: int, default_region: str = "RU") -> str:
     """The E.164 form of an inbound source address.
 
