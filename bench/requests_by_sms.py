@@ -742,8 +742,8 @@ class Bench:
             ("first failing step", failure or "none"),
             ("highest rate kept up", f"{sustained} (a passing step may still end with a backlog: "
                                      f"the {REPLY_DEADLINE:g} s after it let smsline catch up)"),
-            ("target", f">= {RATE_TARGET:,}/s: "
-                       f"{'met' if best is not None and best >= RATE_TARGET else 'MISSED'}"),
+            ("target", f">= {RATE_TARGET:,}/s kept up: "
+                       f"{'met' if steady and max(steady) >= RATE_TARGET else 'MISSED'}"),
         ]))
         return (
             f"Highest sustained request rate (SQLite, {plan.step_seconds:g} s steps, 49% stop / 49% start "
