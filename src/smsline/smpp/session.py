@@ -59,6 +59,7 @@ class Session(asyncio.Protocol):
         self.unbinding = False
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
+        self._outgoing: list[bytes] = []
         self._sequence = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[Pdu], float]] = {}
         self._slots = asyncio.Semaphore(window)
@@ -81,6 +82,7 @@ class Session(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._outgoing.clear()
         for task in self._tasks:
             task.cancel()
         reason = self.close_reason or (f"connection lost: {exc}" if exc else "connection closed")
@@ -191,12 +193,25 @@ class Session(asyncio.Protocol):
         return max(0, self.window - len(self._pending))
 
     def _write(self, pdu: Pdu) -> None:
+        """Queue a PDU for the socket. PDUs written in one turn of the event loop go out in one
+        write (one system call for a whole batch of responses or submits), in order."""
         if self._transport is None or self._transport.is_closing():
             return
-        self._transport.write(pdus.encode(pdu))
+        self._outgoing.append(pdus.encode(pdu))
+        if len(self._outgoing) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_outgoing)
+
+    def _flush_outgoing(self) -> None:
+        if not self._outgoing:
+            return
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
 
     def write_raw(self, data: bytes) -> None:
         """Send bytes as they are (for tests of a peer's handling of malformed input)."""
+        self._flush_outgoing()
         if self._transport is not None:
             self._transport.write(data)
 
@@ -276,12 +291,14 @@ class Session(asyncio.Protocol):
     def close(self, reason: str = "closed") -> None:
         if self.close_reason is None:
             self.close_reason = reason
+        self._flush_outgoing()
         if self._transport is not None:
             self._transport.close()
 
     def abort(self, reason: str = "aborted") -> None:
         if self.close_reason is None:
             self.close_reason = reason
+        self._outgoing.clear()
         if self._transport is not None:
             self._transport.abort()
 
