@@ -156,8 +156,6 @@ requests = Table(
     Column("acknowledged_at", Time),
     Column("processed_at", Time),
     Column("error", String(200)),
-    Column("claimed_by", String(64)),
-    Column("claimed_until", Time),
     Index(None, "msisdn", "received_at"),
     Index(None, "status"),
 )

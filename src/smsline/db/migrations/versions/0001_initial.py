@@ -137,8 +137,6 @@ def upgrade() -> None:
         sa.Column("acknowledged_at", _time()),
         sa.Column("processed_at", _time()),
         sa.Column("error", sa.String(200)),
-        sa.Column("claimed_by", sa.String(64)),
-        sa.Column("claimed_until", _time()),
         sa.PrimaryKeyConstraint("id", name="pk_requests"),
         sa.UniqueConstraint("inbound", name="uq_requests_inbound"),
         sa.ForeignKeyConstraint(
