@@ -41,6 +41,7 @@ from smsline.smpp.session import Session
 log = logging.getLogger("smsline.inbound")
 
 MAX_BATCH = 512
+STORES_IN_FLIGHT = 4
 SWEEP_EVERY = 30.0
 CLAIM_SECONDS = 60.0
 
@@ -165,20 +166,31 @@ class InboundWriter:
     async def run(self) -> None:
         """Store deliveries as they come, until `stop`; what came before `stop` is stored."""
         next_sweep = time.monotonic() + SWEEP_EVERY
+        in_flight: set[asyncio.Task[None]] = set()
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_sweep - time.monotonic()))
             self._wake.clear()
+            # Batches are stored in a pipeline: what arrives while one batch is being written
+            # joins the database's next group commit instead of waiting for that one to return.
             while self._pending:
+                if len(in_flight) >= STORES_IN_FLIGHT:
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 batch = self._pending[:MAX_BATCH]
                 del self._pending[:MAX_BATCH]
-                await self.store(batch)
+                task = asyncio.get_running_loop().create_task(self.store(batch))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                task.add_done_callback(lambda _: self._wake.set())
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + SWEEP_EVERY
                 try:
                     await self.sweep_parts(dt.datetime.now(dt.UTC))
                 except Exception:
                     log.exception("sweeping multipart leftovers failed")
+        if in_flight:
+            await asyncio.wait(in_flight)
 
     async def sweep_parts(self, now: dt.datetime) -> int:
         """Parts of a multipart SMS whose other parts never came are stored, after the timeout,
