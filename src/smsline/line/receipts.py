@@ -104,16 +104,21 @@ def record_receipts(
     by_smsc: dict[str, set[str]] = defaultdict(set)
     for r, key in fresh:
         by_smsc[r.smsc].add(key)
-    segments: dict[tuple[str, str], tuple[int, int]] = {}
+    segments: dict[tuple[str, str], tuple[int, int, int]] = {}
     for smsc, keys in by_smsc.items():
         rows = conn.execute(
             select(
-                outbox_segments.c.smsc_message_id, outbox_segments.c.message, outbox_segments.c.seq
-            ).where(outbox_segments.c.smsc == smsc, outbox_segments.c.smsc_message_id.in_(keys))
+                outbox_segments.c.smsc_message_id,
+                outbox_segments.c.message,
+                outbox_segments.c.seq,
+                outbox.c.segments,
+            )
+            .join(outbox, outbox.c.id == outbox_segments.c.message)
+            .where(outbox_segments.c.smsc == smsc, outbox_segments.c.smsc_message_id.in_(keys))
         )
-        for smsc_id, message, seq in rows:
-            segments[(smsc, smsc_id)] = (message, seq)
-    changes: list[tuple[int, int, str]] = []
+        for smsc_id, message, seq, total in rows:
+            segments[(smsc, smsc_id)] = (message, seq, total)
+    changes: list[SegmentChange] = []
     rows_out = []
     for r, key in fresh:
         match = segments.get((r.smsc, key))
@@ -122,7 +127,7 @@ def record_receipts(
             metrics.receipts_unmatched.inc()
             log.debug("receipt for a message id not (yet) known: %r from %s", r.message_id, r.smsc)
         elif r.status is not None:
-            changes.append((match[0], match[1], r.status))
+            changes.append((match[0], match[1], r.status, match[2]))
         metrics.receipts.labels(status=r.status or "unknown").inc()
         rows_out.append(
             {
@@ -149,7 +154,13 @@ def match_waiting_receipts(
     """Receipts stored before their submit_sm_resp was recorded find their message now
     (all recent waiting ones, or those with the given canonical ids)."""
     query = (
-        select(receipts.c.id, receipts.c.status, outbox_segments.c.message, outbox_segments.c.seq)
+        select(
+            receipts.c.id,
+            receipts.c.status,
+            outbox_segments.c.message,
+            outbox_segments.c.seq,
+            outbox.c.segments,
+        )
         .join(
             outbox_segments,
             and_(
@@ -157,6 +168,7 @@ def match_waiting_receipts(
                 outbox_segments.c.smsc == receipts.c.smsc,
             ),
         )
+        .join(outbox, outbox.c.id == outbox_segments.c.message)
         .where(receipts.c.message.is_(None), receipts.c.received_at >= now - dt.timedelta(days=2))
     )
     if smsc_ids is not None:
@@ -168,17 +180,21 @@ def match_waiting_receipts(
         update(receipts)
         .where(receipts.c.id == bindparam("b_id"))
         .values(message=bindparam("b_message"), seq=bindparam("b_seq")),
-        [{"b_id": rid, "b_message": message, "b_seq": seq} for rid, _, message, seq in found],
+        [{"b_id": rid, "b_message": message, "b_seq": seq} for rid, _, message, seq, _ in found],
     )
     apply_segment_statuses(
-        conn, [(message, seq, status) for _, status, message, seq in found if status], now
+        conn,
+        [(message, seq, status, total) for _, status, message, seq, total in found if status],
+        now,
     )
 
 
-def apply_segment_statuses(
-    conn: Connection, changes: list[tuple[int, int, str]], now: dt.datetime
-) -> None:
-    """Record what receipts said about segments (message, seq, status) and settle their messages."""
+SegmentChange = tuple[int, int, str, int]  # message, seq, status the receipt gave, segments
+
+
+def apply_segment_statuses(conn: Connection, changes: list[SegmentChange], now: dt.datetime) -> None:
+    """Record what receipts said about segments and settle their messages: a one-part message
+    takes its receipt's status at once, a multipart one the aggregate of its parts."""
     final = [c for c in changes if c[2] != "submitted"]
     if not final:
         return
@@ -189,9 +205,21 @@ def apply_segment_statuses(
             outbox_segments.c.seq == bindparam("b_seq"),
         )
         .values(status=bindparam("b_status"), done_at=now),
-        [{"b_message": m, "b_seq": q, "b_status": st} for m, q, st in final],
+        [{"b_message": m, "b_seq": q, "b_status": st} for m, q, st, _ in final],
     )
-    settle_messages(conn, {m for m, _, _ in final}, now)
+    whole = [{"b_id": m, "b_status": st} for m, _, st, total in final if total == 1]
+    if whole:
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.id == bindparam("b_id"), outbox.c.status == "submitted")
+            .values(status=bindparam("b_status"), done_at=now),
+            whole,
+        )
+        for change in whole:
+            metrics.messages_final.labels(status=str(change["b_status"])).inc()
+    multipart = {m for m, _, _, total in final if total > 1}
+    if multipart:
+        settle_messages(conn, multipart, now)
 
 
 def settle_messages(conn: Connection, message_ids: set[int], now: dt.datetime) -> None:

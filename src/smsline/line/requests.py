@@ -97,7 +97,15 @@ class RequestProcessor:
         ids = {r["customer"] for r in batch if r["customer"] is not None}
         by_id: dict[int, dict[str, object]] = {}
         if ids:
-            found = conn.execute(select(customers).where(customers.c.id.in_(ids)))
+            found = conn.execute(
+                select(
+                    customers.c.id,
+                    customers.c.language,
+                    customers.c.personal_code,
+                    customers.c.login,
+                    customers.c.sms_enabled,
+                ).where(customers.c.id.in_(ids))
+            )
             by_id = {row["id"]: dict(row) for row in found.mappings()}
         consent: list[ConsentChange] = []
         rows = []
