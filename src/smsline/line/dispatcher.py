@@ -53,7 +53,7 @@ AnswerRequests = Callable[[Connection, list[int], dt.datetime], list[OutboxItem]
 @dataclass(slots=True)
 class Outcome:
     item: OutboxItem
-    status: str  # submitted | retry | rejected | failed
+    status: str  # submitted | throttled | retry | rejected | failed
     smsc: str = ""
     message_ids: list[str] = field(default_factory=list)
     error: str | None = None

@@ -207,23 +207,23 @@ def apply_segment_statuses(conn: Connection, changes: list[SegmentChange], now: 
         .values(status=bindparam("b_status"), done_at=now),
         [{"b_message": m, "b_seq": q, "b_status": st} for m, q, st, _ in final],
     )
-    whole = [{"b_id": m, "b_status": st} for m, _, st, total in final if total == 1]
-    if whole:
+    finished = {m: st for m, _, st, total in final if total == 1}
+    multipart = {m for m, _, _, total in final if total > 1}
+    if multipart:
+        finished.update(_settled_multipart(conn, multipart))
+    if finished:
         conn.execute(
             update(outbox)
             .where(outbox.c.id == bindparam("b_id"), outbox.c.status == "submitted")
             .values(status=bindparam("b_status"), done_at=now),
-            whole,
+            [{"b_id": m, "b_status": st} for m, st in finished.items()],
         )
-        for change in whole:
-            metrics.messages_final.labels(status=str(change["b_status"])).inc()
-    multipart = {m for m, _, _, total in final if total > 1}
-    if multipart:
-        settle_messages(conn, multipart, now)
+        for status in finished.values():
+            metrics.messages_final.labels(status=status).inc()
 
 
-def settle_messages(conn: Connection, message_ids: set[int], now: dt.datetime) -> None:
-    """Give each message the aggregate status of its segments once all of them are final."""
+def _settled_multipart(conn: Connection, message_ids: set[int]) -> dict[int, str]:
+    """The final status of each multipart message all of whose parts have a final status."""
     rows = conn.execute(
         select(outbox_segments.c.message, outbox_segments.c.status, outbox.c.segments)
         .join(outbox, outbox.c.id == outbox_segments.c.message)
@@ -234,18 +234,11 @@ def settle_messages(conn: Connection, message_ids: set[int], now: dt.datetime) -
     for message, status, total in rows:
         parts[message].append(status)
         expected[message] = total
-    settled = []
+    settled: dict[int, str] = {}
     for message, statuses in parts.items():
         if len(statuses) < expected[message]:
             continue
         status = merge_part_statuses(statuses)
         if status in FINAL_STATUSES:
-            settled.append({"b_id": message, "b_status": status})
-            metrics.messages_final.labels(status=status).inc()
-    if settled:
-        conn.execute(
-            update(outbox)
-            .where(outbox.c.id == bindparam("b_id"), outbox.c.status == "submitted")
-            .values(status=bindparam("b_status"), done_at=now),
-            settled,
-        )
+            settled[message] = status
+    return settled
