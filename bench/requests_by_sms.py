@@ -525,11 +525,8 @@ class Bench:
         interval = 0.0 if math.isinf(offered) else 1.0 / offered
         start = loop.time() + 0.02
         hard_stop = start + total * interval * 2 + 10.0
-        iterations = total + int((hard_stop - start) / TICK) + 1
         i = 0
-        for _ in range(iterations):
-            if i >= total:
-                break
+        while i < total:
             now = loop.time()
             if now > hard_stop or (stop is not None and stop()):
                 break

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Connection
 
-from smsline.db.engine import Database
+from smsline.db.engine import Database, DatabaseClosed
 from smsline.db.schema import customers
 
 
@@ -84,3 +84,71 @@ async def test_an_exception_in_work_rolls_it_back(database_url: str) -> None:
         assert await db.run(count) == 0
     finally:
         await db.dispose()
+
+
+def add_many(conn: Connection, phones: list[str]) -> list[int]:
+    """Batched work: one customer per phone, in one call."""
+    return [add(f"c{phone}", phone)(conn) for phone in phones]
+
+
+async def test_items_submitted_together_are_stored_by_one_call_each_with_its_own_result(
+    database_url: str,
+) -> None:
+    db = Database(database_url)
+    calls: list[list[str]] = []
+
+    def recorded(conn: Connection, phones: list[str]) -> list[int]:
+        calls.append(list(phones))
+        return add_many(conn, phones)
+
+    try:
+        phones = [f"+7916000000{n}" for n in range(5)]
+        futures = [db.submit(recorded, phone) for phone in phones]
+        ids = await asyncio.gather(*futures)
+        assert len(set(ids)) == 5
+        async with db.engine.connect() as conn:
+            stored = dict((await conn.execute(select(customers.c.id, customers.c.phone))).tuples().all())
+        assert [stored[i] for i in ids] == phones  # each item got the id of its own row
+        # Everything queued before the database took it went in one call (PostgreSQL runs the first
+        # item at once and the rest together, while that one runs).
+        assert sum(len(c) for c in calls) == 5
+        assert len(calls) <= 2
+    finally:
+        await db.dispose()
+
+
+async def test_a_failing_batch_fails_its_items_and_nothing_else(database_url: str) -> None:
+    db = Database(database_url)
+
+    def broken(conn: Connection, phones: list[str]) -> list[int]:
+        add_many(conn, phones)
+        raise RuntimeError("boom")
+
+    try:
+        doomed = [db.submit(broken, "+79160000001"), db.submit(broken, "+79160000002")]
+        fine = db.run(add("ok", "+79160000003"))
+        results = await asyncio.gather(*doomed, fine, return_exceptions=True)
+        assert [str(r) for r in results[:2]] == ["boom", "boom"]
+        assert isinstance(results[2], int)
+        assert await db.run(count) == 1  # the broken batch left nothing behind
+    finally:
+        await db.dispose()
+
+
+async def test_a_batch_must_answer_every_item(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        futures = [db.submit(lambda conn, items: [], n) for n in range(2)]
+        for outcome in await asyncio.gather(*futures, return_exceptions=True):
+            assert isinstance(outcome, RuntimeError)
+            assert "results for" in str(outcome)
+    finally:
+        await db.dispose()
+
+
+async def test_work_after_dispose_is_refused(database_url: str) -> None:
+    db = Database(database_url)
+    await db.run(count)
+    await db.dispose()
+    with pytest.raises(DatabaseClosed):
+        await db.run(count)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -107,30 +109,57 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 
 T = TypeVar("T")
+Item = TypeVar("Item")
+R = TypeVar("R")
+
+BatchWork = Callable[[Connection, list[Item]], list[R]]
+"""A transaction over many items of one kind: returns one result per item, in order."""
+
+POSTGRES_RUNNERS_PER_WORK = 2
+
+
+class DatabaseClosed(RuntimeError):
+    pass
+
+
+@dataclass(slots=True)
+class _Piece:
+    """One unit of a group commit: plain work with one future, or batched work with its items."""
+
+    run: Callable[[Connection], Any]
+    futures: list[asyncio.Future[Any]]
+    batched: bool
 
 
 class Database:
     """Where the service runs its transactions. A transaction is a plain function of a
     SQLAlchemy ``Connection`` (it must be safe to run again: it only reads and writes the
-    database and returns a value).
+    database and returns a value). `submit` adds one item to a *batched* transaction: items of
+    the same batch work that are waiting when it starts run in one call, so a hundred
+    deliveries cost one set of statements instead of a hundred.
 
     On SQLite the work runs on the database's own thread, whole — one hand-off per transaction
-    instead of one per statement — and work that queued up while a transaction ran is committed
-    together in the next one (group commit: one BEGIN and one fsync for all of it). If such a
-    shared transaction fails, each piece runs again alone, so one failing piece never takes the
-    others down. On PostgreSQL each piece runs in its own transaction through asyncpg on the
-    event loop (``run_sync``). ``engine`` is the async engine for everything else (reads, tests,
-    the CLI)."""
+    instead of one per statement — and the thread takes everything that queued up while its last
+    transaction ran and commits it together in the next one (group commit: one BEGIN and one
+    fsync for all of it), without waiting for the event loop in between. If such a shared
+    transaction fails, each piece runs again alone, so one failing piece never takes the others
+    down. On PostgreSQL each piece runs in its own transaction through asyncpg on the event loop
+    (``run_sync``), batches of one work at most two at a time. ``engine`` is the async engine for
+    everything else (reads, tests, the CLI)."""
 
     def __init__(self, url: str, *, pool_size: int = 5) -> None:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
         self._sync: Engine | None = None
-        self._thread: ThreadPoolExecutor | None = None
-        self._queued: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
-        self._draining = False
-        self._drainer: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+        self._queue_lock = threading.Lock()
+        self._work_ready = threading.Condition(self._queue_lock)
+        self._plain: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
+        self._batched: dict[Callable[..., Any], list[tuple[Any, asyncio.Future[Any]]]] = {}
+        self._closed = False
+        self._runners: dict[Callable[..., Any], int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         if self.dialect == "sqlite":
             target = make_url(url).set(drivername="sqlite+pysqlite")
             _prepare_sqlite_file(target)
@@ -138,7 +167,6 @@ class Database:
                 target, pool_size=1, max_overflow=0, connect_args={"check_same_thread": False}
             )
             _configure_sqlite(self._sync)
-            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
 
     @property
     def is_postgres(self) -> bool:
@@ -147,61 +175,144 @@ class Database:
     async def run(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in a transaction and return its result once that has committed."""
         if self._sync is None:
+            self._check_open()
             async with self.engine.begin() as conn:
                 return await conn.run_sync(work)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queued.append((work, future))
-        if not self._draining:
-            self._draining = True
-            self._drainer = loop.create_task(self._drain())
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        with self._work_ready:
+            self._check_open()
+            self._plain.append((work, future))
+            self._work_ready.notify()
+        self._start_thread()
         return await future
 
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._thread is not None
-        try:
-            while self._queued:
-                batch, self._queued = self._queued, []
-                try:
-                    outcomes = await loop.run_in_executor(self._thread, self._commit_together, batch)
-                except BaseException as exc:  # the thread is gone (shutting down)
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    raise
-                for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
-        finally:
-            self._draining = False
+    def submit(self, work: BatchWork[Item, R], item: Item) -> asyncio.Future[R]:
+        """Queue ``item`` for ``work``; the future has its result once the transaction that
+        stored it has committed. Call from the event loop."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        if self._sync is None:
+            self._check_open()
+            self._batched.setdefault(work, []).append((item, future))
+            if self._runners.get(work, 0) < POSTGRES_RUNNERS_PER_WORK:
+                self._runners[work] = self._runners.get(work, 0) + 1
+                task = asyncio.get_running_loop().create_task(self._run_batches(work))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            return future
+        with self._work_ready:
+            self._check_open()
+            self._batched.setdefault(work, []).append((item, future))
+            self._work_ready.notify()
+        self._start_thread()
+        return future
 
-    def _commit_together(
-        self, batch: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]
-    ) -> list[tuple[bool, Any]]:
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DatabaseClosed("the database has been closed")
+
+    # -- PostgreSQL -------------------------------------------------------------------------------
+
+    async def _run_batches(self, work: BatchWork[Any, Any]) -> None:
+        try:
+            while pending := self._batched.pop(work, None):
+                piece = _Piece(
+                    partial(_batched_call, work, items=[item for item, _ in pending]),
+                    [future for _, future in pending],
+                    batched=True,
+                )
+                try:
+                    results = await self.run(piece.run)
+                except Exception as exc:
+                    _settle([piece], [(False, exc)])
+                else:
+                    _settle([piece], [(True, results)])
+        finally:
+            self._runners[work] -= 1
+
+    # -- SQLite: the database thread ----------------------------------------------------------
+
+    def _start_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="sqlite", daemon=True)
+            self._thread.start()
+
+    def _take(self) -> list[_Piece] | None:
+        with self._work_ready:
+            while not self._plain and not self._batched:
+                if self._closed:
+                    return None
+                self._work_ready.wait()
+            plain, self._plain = self._plain, []
+            batched, self._batched = self._batched, {}
+        pieces = [_Piece(work, [future], False) for work, future in plain]
+        for work, entries in batched.items():
+            items = [item for item, _ in entries]
+            pieces.append(_Piece(partial(_batched_call, work, items=items), [f for _, f in entries], True))
+        return pieces
+
+    def _serve(self) -> None:
+        while (pieces := self._take()) is not None:
+            try:
+                outcomes = self._commit_together(pieces)
+            except BaseException as exc:  # not the work's fault: the engine itself is broken
+                outcomes = [(False, exc)] * len(pieces)
+            by_loop: dict[asyncio.AbstractEventLoop, list[int]] = {}
+            for index, piece in enumerate(pieces):
+                by_loop.setdefault(piece.futures[0].get_loop(), []).append(index)
+            for loop, indexes in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # that loop has been closed meanwhile
+                    loop.call_soon_threadsafe(
+                        _settle, [pieces[i] for i in indexes], [outcomes[i] for i in indexes]
+                    )
+
+    def _commit_together(self, pieces: list[_Piece]) -> list[tuple[bool, Any]]:
         assert self._sync is not None
         try:
             with self._sync.begin() as conn:
-                results = [(True, work(conn)) for work, _ in batch]
+                results = [(True, piece.run(conn)) for piece in pieces]
             return results
         except Exception as exc:
-            if len(batch) == 1:
+            if len(pieces) == 1:
                 return [(False, exc)]
         outcomes: list[tuple[bool, Any]] = []
-        for work, _ in batch:
+        for piece in pieces:
             try:
                 with self._sync.begin() as conn:
-                    outcomes.append((True, work(conn)))
+                    outcomes.append((True, piece.run(conn)))
             except Exception as exc:
                 outcomes.append((False, exc))
         return outcomes
 
     async def dispose(self) -> None:
-        if self._thread is not None and self._sync is not None:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._sync.dispose)
-            self._thread.shutdown(wait=True)
+        with self._work_ready:
+            self._closed = True
+            self._work_ready.notify()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        if self._sync is not None:
+            self._sync.dispose()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
         await self.engine.dispose()
+
+
+def _batched_call(work: Callable[..., list[Any]], conn: Connection, *, items: list[Any]) -> list[Any]:
+    return work(conn, items)
+
+
+def _settle(pieces: list[_Piece], outcomes: list[tuple[bool, Any]]) -> None:
+    """Hand results to the waiting futures (on their event loop)."""
+    for piece, (ok, value) in zip(pieces, outcomes, strict=True):
+        if ok and piece.batched and len(value) != len(piece.futures):
+            ok, value = False, RuntimeError(
+                f"batched work returned {len(value)} results for {len(piece.futures)} items"
+            )
+        for index, future in enumerate(piece.futures):
+            if future.done():
+                continue
+            if not ok:
+                future.set_exception(value)
+            elif piece.batched:
+                future.set_result(value[index])
+            else:
+                future.set_result(value)

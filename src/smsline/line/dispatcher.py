@@ -4,7 +4,9 @@ the SMSC's answers.
 Rows are claimed with a lease (``status = 'sending'``, ``claimed_by``, ``claimed_until``) using
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several processes never send the same row. Claimed
 rows wait in an in-memory heap ordered by (priority, id): an acknowledgement pushed in by the
-inbound writer jumps ahead of everything else. Results are written back in batches.
+inbound writer jumps ahead of everything else. Results are written back in batches: all the
+outcomes that came in while the database was busy are recorded by one call of
+`Dispatcher.record`.
 
 Delivery guarantee: a row is only ever resent when its outcome is unknown — it was in flight
 (submit_sm written, no response) when the link or the process died — so duplicates are bounded
@@ -20,8 +22,10 @@ import heapq
 import itertools
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.engine import Connection
@@ -46,6 +50,7 @@ LEASE_SECONDS = 60.0
 RENEW_EVERY = 15.0
 POLL_EVERY = 1.0
 MAX_ATTEMPTS = 5
+RECORD_RETRY_AFTER = 0.5
 Prepare = Callable[[OutboxItem], Awaitable[str]]
 AnswerRequests = Callable[[Connection, list[int], dt.datetime], list[OutboxItem]]
 
@@ -81,11 +86,11 @@ class Dispatcher:
         self._held: set[int] = set()
         self._busy: dict[str, int] = {c.name: 0 for c in self.connectors}
         self._paused_until: dict[str, float] = {c.name: 0.0 for c in self.connectors}
-        self._outcomes: list[Outcome] = []
+        self._recording: set[asyncio.Future[list[OutboxItem]]] = set()
+        self._unrecorded: list[Outcome] = []
+        self._retry_timer: asyncio.TimerHandle | None = None
         self._wake_send = asyncio.Event()
         self._wake_fill = asyncio.Event()
-        self._wake_flush = asyncio.Event()
-        self._flush_lock = asyncio.Lock()
         self._wake_housekeeping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._refs = itertools.count(int(time.time()) & 0xFF)
@@ -111,17 +116,17 @@ class Dispatcher:
         self._wake_fill.set()
 
     async def run(self) -> None:
-        loops = [self._fill_loop(), self._send_loop(), self._flush_loop(), self._housekeeping()]
+        loops = [self._fill_loop(), self._send_loop(), self._housekeeping()]
         await asyncio.gather(*loops)
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Wait for in-flight submits, write their outcomes, release claimed rows; `run` ends."""
         self._stopping = True
-        for event in (self._wake_send, self._wake_fill, self._wake_flush, self._wake_housekeeping):
+        for event in (self._wake_send, self._wake_fill, self._wake_housekeeping):
             event.set()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
-        await self._flush()
+        await self._finish_recording()
         await self._release([item.id for item in self._ready])
         self._ready.clear()
 
@@ -301,8 +306,7 @@ class Dispatcher:
         except Exception as exc:
             log.exception("message %s could not be prepared", item.id)
             self._held.discard(item.id)
-            self._outcomes.append(Outcome(item, "retry", error=f"preparing failed: {exc.__class__.__name__}"))
-            self._wake_flush.set()
+            self._record_outcome(Outcome(item, "retry", error=f"preparing failed: {exc.__class__.__name__}"))
             return
         self._requeue_in_memory(item)
 
@@ -327,8 +331,7 @@ class Dispatcher:
             self._requeue_in_memory(item)
             return
         self._held.discard(item.id)
-        self._outcomes.append(outcome)
-        self._wake_flush.set()
+        self._record_outcome(outcome)
 
     async def _submit(self, item: OutboxItem, connector: Connector) -> Outcome:
         text = item.clear_text if item.clear_text is not None else item.text
@@ -386,35 +389,54 @@ class Dispatcher:
 
     # -- recording ------------------------------------------------------------------------------
 
-    async def _flush_loop(self) -> None:
-        while not self._stopping:
-            await self._wake_flush.wait()
-            self._wake_flush.clear()
-            if self._stopping:
+    def _record_outcome(self, outcome: Outcome) -> None:
+        future = self.db.submit(self.record, outcome)
+        self._recording.add(future)
+        future.add_done_callback(partial(self._recorded, outcome))
+
+    def _recorded(self, outcome: Outcome, future: asyncio.Future[list[OutboxItem]]) -> None:
+        self._recording.discard(future)
+        error = future.exception() if not future.cancelled() else asyncio.CancelledError()
+        if error is not None:
+            if not self._unrecorded:  # one log line per failed batch
+                log.error(
+                    "recording submit results failed; will try again",
+                    exc_info=(type(error), error, error.__traceback__),
+                )
+            self._unrecorded.append(outcome)
+            if self._retry_timer is None and not self._stopping:
+                loop = asyncio.get_running_loop()
+                self._retry_timer = loop.call_later(RECORD_RETRY_AFTER, self._record_again)
+            return
+        answers = future.result()
+        if answers:
+            self.push(answers)
+
+    def _record_again(self) -> None:
+        self._retry_timer = None
+        outcomes, self._unrecorded = self._unrecorded, []
+        for outcome in outcomes:
+            self._record_outcome(outcome)
+
+    async def _finish_recording(self) -> None:
+        """At stop: wait for outcomes being recorded and try failed ones once more."""
+        for _ in range(2):
+            while self._recording:
+                await asyncio.wait(list(self._recording))
+            if not self._unrecorded:
                 return
-            try:
-                await self._flush()
-            except Exception:
-                log.exception("recording submit results failed; will try again")
-                await asyncio.sleep(0.5)
-                self._wake_flush.set()
+            if self._retry_timer is not None:
+                self._retry_timer.cancel()
+            self._record_again()
+        if self._unrecorded:
+            log.error(
+                "%d submit results could not be recorded; those messages will be sent again at the "
+                "next start", len(self._unrecorded)
+            )
 
-    async def _flush(self) -> None:
-        async with self._flush_lock:
-            while self._outcomes:
-                batch = self._outcomes[:1000]
-                del self._outcomes[: len(batch)]
-                try:
-                    answers = await self.db.run(lambda conn: self._record(conn, batch))  # noqa: B023
-                except BaseException:
-                    self._outcomes[:0] = batch
-                    raise
-                if answers:
-                    self.push(answers)
-
-    def _record(self, conn: Connection, batch: list[Outcome]) -> list[OutboxItem]:
-        """Write the outcomes; returns the answers to requests whose acknowledgement the SMSC
-        has just accepted (made in this same transaction)."""
+    def record(self, conn: Connection, batch: list[Outcome]) -> list[list[OutboxItem]]:
+        """Write the outcomes; for each, the answers to its request if it is an acknowledgement
+        the SMSC has just accepted (made in this same transaction)."""
         now = dt.datetime.now(dt.UTC)
         answers: list[OutboxItem] = []
         bases = {c.name: c.settings.id_base for c in self.connectors}
@@ -501,4 +523,13 @@ class Dispatcher:
                     .where(requests.c.id == o.item.request)
                     .values(status="failed", error="the acknowledgement could not be sent")
                 )
-        return answers
+        answers_to: dict[int, list[OutboxItem]] = defaultdict(list)
+        for answer in answers:
+            if answer.request is not None:
+                answers_to[answer.request].append(answer)
+        return [
+            answers_to.pop(o.item.request, [])
+            if o.status == "submitted" and o.item.kind == Kind.ACK and o.item.request
+            else []
+            for o in batch
+        ]

@@ -1,8 +1,9 @@
 """Inbound: every ``deliver_sm`` is stored before its ``deliver_sm_resp`` goes back.
 
-Deliveries are written in batches (group commit): one transaction stores the inbound messages,
-the requests they carry with their acknowledgement SMS, the parts of multipart messages, and
-delivery receipts; only after it commits do the responses go out. A failed transaction answers
+Deliveries are written in batches (group commit): every delivery that arrived while the database
+was busy is stored by one call of `InboundWriter.write` — the inbound messages, the requests they
+carry with their acknowledgement SMS, the parts of multipart messages, and delivery receipts —
+and only after that transaction commits do the responses go out. A failed transaction answers
 every PDU of the batch with a temporary error, so the SMSC delivers them again: nothing that was
 acknowledged is lost, and a redelivered MO is recognised and processed once.
 """
@@ -16,8 +17,9 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, delete, func, insert, select, update
@@ -40,8 +42,6 @@ from smsline.smpp.session import Session
 
 log = logging.getLogger("smsline.inbound")
 
-MAX_BATCH = 512
-STORES_IN_FLIGHT = 4
 SWEEP_EVERY = 30.0
 CLAIM_SECONDS = 60.0
 
@@ -152,45 +152,61 @@ class InboundWriter:
             info_per_day=settings.limit_info_per_day,
             any_per_day=settings.limit_any_per_day,
         )
-        self._pending: list[Delivery] = []
+        self._in_flight: set[asyncio.Future[OutboxItem | None]] = set()
+        self._last_error: BaseException | None = None
         self._wake = asyncio.Event()
         self._stopping = False
 
     def deliver(self, smsc: str, session: Session, pdu: Pdu) -> None:
         """The connectors' deliver_sm callback: queue it; the response comes after the commit."""
-        self._pending.append(
-            Delivery(smsc, session, pdu, dt.datetime.now(dt.UTC), time.monotonic())
-        )
-        self._wake.set()
+        delivery = Delivery(smsc, session, pdu, dt.datetime.now(dt.UTC), time.monotonic())
+        try:
+            parsed = parse_delivery(delivery, self.settings.default_region)
+            future = self.db.submit(self.write, parsed)
+        except Exception:
+            log.exception("could not take a deliver_sm; answering with a temporary error")
+            self._answer_failed(delivery)
+            return
+        self._in_flight.add(future)
+        future.add_done_callback(partial(self._stored, delivery))
+
+    def _stored(self, delivery: Delivery, future: asyncio.Future[OutboxItem | None]) -> None:
+        self._in_flight.discard(future)
+        error = future.exception() if not future.cancelled() else asyncio.CancelledError()
+        if error is not None:
+            if error is not self._last_error:  # one log line per failed batch, not per PDU
+                self._last_error = error
+                log.error(
+                    "could not store deliveries; answering with a temporary error",
+                    exc_info=(type(error), error, error.__traceback__),
+                )
+            self._answer_failed(delivery)
+            return
+        delivery.session.respond(delivery.pdu, pdus.deliver_sm_resp(delivery.pdu))
+        ack = future.result()
+        if ack is not None:
+            self.on_acks([ack])
+
+    @staticmethod
+    def _answer_failed(delivery: Delivery) -> None:
+        delivery.session.respond(delivery.pdu, pdus.deliver_sm_resp(delivery.pdu, status=pdus.ESME_RX_T_APPN))
+        metrics.inbound_store_failures.inc()
 
     async def run(self) -> None:
-        """Store deliveries as they come, until `stop`; what came before `stop` is stored."""
+        """Sweep multipart leftovers now and then until `stop`; then wait until every delivery
+        taken has been stored and answered."""
         next_sweep = time.monotonic() + SWEEP_EVERY
-        in_flight: set[asyncio.Task[None]] = set()
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_sweep - time.monotonic()))
-            self._wake.clear()
-            # Batches are stored in a pipeline: what arrives while one batch is being written
-            # joins the database's next group commit instead of waiting for that one to return.
-            while self._pending:
-                if len(in_flight) >= STORES_IN_FLIGHT:
-                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                batch = self._pending[:MAX_BATCH]
-                del self._pending[:MAX_BATCH]
-                task = asyncio.get_running_loop().create_task(self.store(batch))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-                task.add_done_callback(lambda _: self._wake.set())
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + SWEEP_EVERY
                 try:
                     await self.sweep_parts(dt.datetime.now(dt.UTC))
                 except Exception:
                     log.exception("sweeping multipart leftovers failed")
-        if in_flight:
-            await asyncio.wait(in_flight)
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight))
 
     async def sweep_parts(self, now: dt.datetime) -> int:
         """Parts of a multipart SMS whose other parts never came are stored, after the timeout,
@@ -250,34 +266,20 @@ class InboundWriter:
         self._stopping = True
         self._wake.set()
 
-    async def store(self, batch: Sequence[Delivery]) -> None:
-        region = self.settings.default_region
-        parsed = [parse_delivery(d, region) for d in batch]
-        mos = [p for p in parsed if isinstance(p, MoIn)]
-        receipts = [p for p in parsed if isinstance(p, ReceiptIn)]
-
-        def write(conn: Connection) -> list[OutboxItem]:
-            acks = self._store_mos(conn, mos) if mos else []
-            if receipts:
-                record_receipts(conn, receipts, self.settings)
-            return acks
-
-        try:
-            acks = await self.db.run(write)
-        except Exception:
-            log.exception("could not store %d deliveries; answering with a temporary error", len(batch))
-            for d in batch:
-                d.session.respond(d.pdu, pdus.deliver_sm_resp(d.pdu, status=pdus.ESME_RX_T_APPN))
-            metrics.inbound_store_failures.inc(len(batch))
-            return
-        for d in batch:
-            d.session.respond(d.pdu, pdus.deliver_sm_resp(d.pdu))
-        if acks:
-            self.on_acks(acks)
+    def write(self, conn: Connection, items: list[MoIn | ReceiptIn]) -> list[OutboxItem | None]:
+        """Store a batch of deliveries; for each, the acknowledgement it made (if any)."""
+        mos = [p for p in items if isinstance(p, MoIn)]
+        receipts = [p for p in items if isinstance(p, ReceiptIn)]
+        acks = self._store_mos(conn, mos) if mos else {}
+        if receipts:
+            record_receipts(conn, receipts, self.settings)
+        return [acks.get(id(p.delivery)) if isinstance(p, MoIn) else None for p in items]
 
     # -- MO -----------------------------------------------------------------------------------
 
-    def _store_mos(self, conn: Connection, mos: list[MoIn]) -> list[OutboxItem]:
+    def _store_mos(self, conn: Connection, mos: list[MoIn]) -> dict[int, OutboxItem]:
+        """Store MOs; the acknowledgements made, by the id() of the delivery that completed
+        their request."""
         now = dt.datetime.now(dt.UTC)  # taken inside the transaction: orders with other writers
         singles, parts = [m for m in mos if m.group is None], [m for m in mos if m.group]
         decisions: list[Decision] = []
@@ -286,7 +288,7 @@ class InboundWriter:
         fresh = self._drop_duplicates(conn, singles, now)
         decisions.extend(Decision(mo=m, status="") for m in fresh)
         if not decisions:
-            return []
+            return {}
         self._decide(conn, decisions, now)
         return self._insert(conn, decisions, now)
 
@@ -453,7 +455,7 @@ class InboundWriter:
 
     def _insert(
         self, conn: Connection, decisions: list[Decision], now: dt.datetime
-    ) -> list[OutboxItem]:
+    ) -> dict[int, OutboxItem]:
         rows = [
             {
                 "received_at": d.mo.delivery.received_at,
@@ -493,7 +495,7 @@ class InboundWriter:
             )
         accepted = [d for d in decisions if d.status == "request"]
         if not accepted:
-            return []
+            return {}
         returned = conn.execute(
             insert(requests).returning(requests.c.id, requests.c.inbound),
             [
@@ -532,9 +534,9 @@ class InboundWriter:
             insert(outbox).returning(outbox.c.id, outbox.c.request), [row for _, row in ack_rows]
         )
         ack_of = {request_id: message_id for message_id, request_id in returned}
-        return [
-            OutboxItem.from_row(
+        return {
+            id(d.mo.delivery): OutboxItem.from_row(
                 {**row, "id": ack_of[row["request"]], "received_mono": d.mo.delivery.received_mono}
             )
             for d, row in ack_rows
-        ]
+        }
