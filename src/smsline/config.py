@@ -81,6 +81,17 @@ class Settings(BaseSettings):
     limit_info_per_day: int = 10
     limit_any_per_day: int = 20
 
+    # Sending: a message that keeps failing with temporary errors is retried after
+    # send_retry_delay seconds, doubling each time (at most 5 minutes), until it has had
+    # send_max_attempts attempts or is older than send_validity_seconds; then it is failed.
+    send_max_attempts: int = Field(default=5, ge=1)
+    send_retry_delay: float = Field(default=5.0, gt=0)
+    send_validity_seconds: float = Field(default=86_400.0, gt=0)
+    # A bind answered ESME_RTHROTTLED / ESME_RMSGQFUL pauses for throttle_pause seconds, doubling
+    # while the SMSC keeps throttling (at most throttle_pause_max), and resets on a success.
+    throttle_pause: float = Field(default=0.1, gt=0)
+    throttle_pause_max: float = Field(default=10.0, gt=0)
+
     password_ttl_hours: float = 24.0
     duplicate_window_seconds: float = 600.0
     multipart_timeout_seconds: float = 600.0

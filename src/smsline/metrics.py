@@ -29,6 +29,9 @@ receipts = Counter("smsline_receipts_total", "Delivery receipts received, by sta
 receipts_unmatched = Counter(
     "smsline_receipts_unmatched_total", "Receipts whose message id matched no sent segment."
 )
+throttled = Counter(
+    "smsline_smsc_throttled_total", "Times a bind was paused because the SMSC asked to slow down.", ["smsc"]
+)
 link_up = Gauge("smsline_smsc_link_up", "1 while the SMPP bind is up.", ["smsc"])
 queue_depth = Gauge("smsline_dispatcher_ready", "Claimed messages waiting for a free window slot.")
 requests_processed = Counter(

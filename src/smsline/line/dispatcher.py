@@ -49,7 +49,7 @@ log = logging.getLogger("smsline.dispatcher")
 LEASE_SECONDS = 60.0
 RENEW_EVERY = 15.0
 POLL_EVERY = 1.0
-MAX_ATTEMPTS = 5
+RETRY_DELAY_MAX = 300.0
 RECORD_RETRY_AFTER = 0.5
 Prepare = Callable[[OutboxItem], Awaitable[str]]
 AnswerRequests = Callable[[Connection, list[int], dt.datetime], list[OutboxItem]]
@@ -86,6 +86,7 @@ class Dispatcher:
         self._held: set[int] = set()
         self._busy: dict[str, int] = {c.name: 0 for c in self.connectors}
         self._paused_until: dict[str, float] = {c.name: 0.0 for c in self.connectors}
+        self._throttle_pause: dict[str, float] = {c.name: 0.0 for c in self.connectors}
         self._recording: set[asyncio.Future[list[OutboxItem]]] = set()
         self._unrecorded: list[Outcome] = []
         self._retry_timer: asyncio.TimerHandle | None = None
@@ -94,6 +95,9 @@ class Dispatcher:
         self._wake_housekeeping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._refs = itertools.count(int(time.time()) & 0xFF)
+        # At most this many answered submits wait to be recorded: with the binds' windows, this
+        # bounds the messages a crash can leave sent but not recorded (sent again at restart).
+        self._record_cap = sum(c.settings.window for c in self.connectors) or 1
         self._stopping = False
         self._more_queued = True
         for c in self.connectors:
@@ -274,6 +278,8 @@ class Dispatcher:
             if self._stopping:
                 return
             while self._ready:
+                if len(self._recording) >= self._record_cap:
+                    break  # bounds what a crash could leave sent but not recorded
                 connector = self._pick_connector()
                 if connector is None:
                     paused = [t for t in self._paused_until.values() if t > time.monotonic()]
@@ -379,13 +385,26 @@ class Dispatcher:
             metrics.submits.labels(smsc=connector.name, outcome=rule.action).inc()
             error = f"{rule.name}: {rule.reason}"
             if rule.action == "throttle":
-                self._paused_until[connector.name] = time.monotonic() + 1.0
+                self._throttled(connector.name)
                 return Outcome(item, "throttled", error=error)
             if rule.action == "fail":
                 return Outcome(item, "rejected", smsc=connector.name, error=error)
             return Outcome(item, "retry", smsc=connector.name, error=error)
         metrics.submits.labels(smsc=connector.name, outcome="ok").inc()
+        self._throttle_pause[connector.name] = 0.0
         return Outcome(item, "submitted", smsc=connector.name, message_ids=ids)
+
+    def _throttled(self, name: str) -> None:
+        """The SMSC asked this bind to slow down: pause it, longer while it keeps asking."""
+        now = time.monotonic()
+        if self._paused_until[name] > now:
+            return  # the other submits that were in flight when it started throttling
+        s = self.settings
+        pause = min(s.throttle_pause_max, max(s.throttle_pause, self._throttle_pause[name] * 2))
+        self._throttle_pause[name] = pause
+        self._paused_until[name] = now + pause
+        metrics.throttled.labels(smsc=name).inc()
+        log.info("%s throttles: pausing that bind for %.2f s", name, pause)
 
     # -- recording ------------------------------------------------------------------------------
 
@@ -396,6 +415,8 @@ class Dispatcher:
 
     def _recorded(self, outcome: Outcome, future: asyncio.Future[list[OutboxItem]]) -> None:
         self._recording.discard(future)
+        if len(self._recording) == self._record_cap - 1:
+            self._wake_send.set()
         error = future.exception() if not future.cancelled() else asyncio.CancelledError()
         if error is not None:
             if not self._unrecorded:  # one log line per failed batch
@@ -483,13 +504,18 @@ class Dispatcher:
                     answers = self.answer_requests(conn, acks, now)
             match_waiting_receipts(conn, now, {str(r["smsc_message_id"]) for r in segment_rows})
         retries = [o for o in batch if o.status == "retry"]
+        s = self.settings
         for o in retries:
             attempts = o.item.attempts + 1
-            if attempts >= MAX_ATTEMPTS:
+            too_old = o.item.queued_at is not None and (now - o.item.queued_at).total_seconds() > (
+                s.send_validity_seconds
+            )
+            if attempts >= s.send_max_attempts or too_old:
                 o.status = "failed"
-                o.error = f"gave up after {attempts} attempts: {o.error}"
+                why = "its validity period passed" if too_old else f"{attempts} attempts"
+                o.error = f"gave up after {why}: {o.error}"
                 continue
-            delay = min(300.0, 5.0 * 2 ** (attempts - 1))
+            delay = min(RETRY_DELAY_MAX, s.send_retry_delay * 2 ** (attempts - 1))
             conn.execute(
                 update(outbox)
                 .where(outbox.c.id == o.item.id)

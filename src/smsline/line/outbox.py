@@ -77,6 +77,7 @@ class OutboxItem:
     customer: int | None = field(compare=False, default=None)
     request: int | None = field(compare=False, default=None)
     attempts: int = field(compare=False, default=0)
+    queued_at: dt.datetime | None = field(compare=False, default=None)
     received_mono: float | None = field(compare=False, default=None)  # for ack latency
     # The text to submit when it differs from the stored one (a credential SMS, in memory only).
     clear_text: str | None = field(compare=False, default=None, repr=False)
@@ -94,5 +95,6 @@ class OutboxItem:
             customer=row["customer"],
             request=row["request"],
             attempts=row["attempts"],
+            queued_at=row.get("queued_at"),
             received_mono=row.get("received_mono"),
         )
