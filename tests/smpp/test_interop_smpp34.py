@@ -307,8 +307,8 @@ async def test_enquire_link_is_answered_and_keeps_an_idle_link_up(rust_smsc: Rus
 
 
 @pytest.mark.skip(
-    reason="smpp34's Python Server cannot set its enquire_link timer, and its default interval is "
-    "longer than a test should wait: the SMSC -> ESME enquire_link is covered against the simulator"
+    reason="smpp34's Python Server cannot set its enquire_link timer: it sends one after 30 s idle, "
+    "longer than a test should wait; the SMSC -> ESME enquire_link is covered against the simulator"
 )
 async def test_enquire_link_from_the_smsc_is_answered() -> None:
     raise AssertionError("unreachable")
