@@ -13,7 +13,8 @@ Every ``submit_sm`` is accepted with a fresh lower-case hexadecimal message id; 
 (``short_message``, TLV values) are given in hex. On stdin, one command per line:
 
     {"deliver": {"destination_addr": "…", "short_message": "<hex>", "tlvs": [[tag, "<hex>"]], …},
-     "ref": 1}                   a deliver_sm to the latest bind that can receive
+     "ref": 1}                   a deliver_sm to the latest bind that can receive (waiting a
+                                 few seconds for one)
     {"stop": true}               stop listening and exit
 """
 
@@ -35,6 +36,7 @@ _FIELDS = (
     "registered_delivery",
 )
 FIRST_MESSAGE_ID = 0x1A2B00
+RECEIVER_WAIT = 5.0
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -66,6 +68,7 @@ class Smsc:
     def __init__(self, server: smpp34.Server) -> None:
         self.server = server
         self.receivers: dict[str, smpp34.Esme] = {}
+        self.receiver_bound = asyncio.Event()
         self.message_numbers = iter(range(FIRST_MESSAGE_ID, 1 << 62))
 
     async def serve(self) -> None:
@@ -74,6 +77,7 @@ class Smsc:
             if isinstance(event, smpp34.Esme):
                 if event.can_receive:
                     self.receivers[event.session_id] = event
+                    self.receiver_bound.set()
                 emit("bound", session=event.session_id, system_id=event.system_id,
                      can_receive=event.can_receive)
             elif isinstance(event, smpp34.SubmitSmEvent):
@@ -89,12 +93,14 @@ class Smsc:
                 )
             elif isinstance(event, smpp34.Unbound):
                 self.receivers.pop(event.session_id, None)
+                if not self.receivers:
+                    self.receiver_bound.clear()
                 emit("unbound", session=event.session_id)
 
     async def deliver(self, ref: int, fields: dict[str, Any]) -> None:
         try:
-            if not self.receivers:
-                raise RuntimeError("no bind can receive")
+            # The ESME may have its bind_resp before this process hears of the bind.
+            await asyncio.wait_for(self.receiver_bound.wait(), RECEIVER_WAIT)
             esme = list(self.receivers.values())[-1]
             options = dict(fields)
             destination = options.pop("destination_addr")

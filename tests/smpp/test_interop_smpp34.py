@@ -323,6 +323,7 @@ async def test_mo_reaches_the_connector_and_its_answer_goes_back(rust_smsc: Rust
             source_addr_npi=1, dest_addr_ton=1, dest_addr_npi=1, data_coding=8,
             tlvs=[[0x0204, "002a"]],  # user_message_reference 42
         )
+    await rust_smsc.wait_for(lambda e: e["event"] == "unbound")  # the first bind is gone
     async with bound(connector_for(rust_smsc, status=pdus.ESME_RX_T_APPN)):
         refused = await rust_smsc.deliver(SERVICE_NUMBER, b"again", source_addr=CUSTOMER)
     [mo] = received
