@@ -7,9 +7,10 @@ Every ``deliver_sm`` (MO or receipt) stays in a delivery queue until an ESME ans
 ``ESME_ROK``: it waits for a receiver bind, and it is redelivered after a link loss or an error
 response.
 
-Tests inspect what it received (``submits``, ``messages``, ``deliveries``) and wait on it with
-``wait_messages``, ``wait_bound`` and ``wait_delivered``; ``lose_next_deliver_resps`` and
-``drop_links`` inject faults.
+Tests inspect what it received (``submits``, ``refused``, ``messages``, ``deliveries``) and wait
+on it with ``wait_messages``, ``wait_bound`` and ``wait_delivered``. ``set_faults`` makes it
+misbehave (see ``simulator_faults``); ``lose_next_deliver_resps`` and ``drop_links`` inject
+one-off faults.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Collection, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -35,13 +36,13 @@ from smsline.domain.segments import concat_udh, decode_payload, segment, split_u
 from smsline.smpp import pdus
 from smsline.smpp.pdus import Pdu
 from smsline.smpp.session import ResponseTimeout, Session, SessionClosed
+from smsline.smpp.simulator_faults import RECEIPT_FIRST_WAIT, Faults, FaultState, IdFormat
 
 log = logging.getLogger("smsline.simulator")
 
 BindType = Literal["transceiver", "transmitter", "receiver"]
 DeliveryKind = Literal["mo", "receipt"]
 Outcome = Literal["ok", "error", "lost", "link_down", "timeout"]
-IdFormat = Literal["hex", "dec"]
 
 SMSC_SYSTEM_ID = "SMSLINESIM"
 MESSAGE_STATE_DELIVERED = 2
@@ -88,6 +89,16 @@ class SubmittedPdu:
     @property
     def receipt_requested(self) -> bool:
         return self.registered_delivery & 0x03 == 0x01
+
+
+@dataclass(frozen=True)
+class RefusedSubmit:
+    """One ``submit_sm`` the simulator answered with an error (throttling, injected errors)."""
+
+    system_id: str
+    destination: str
+    status: int
+    at: float
 
 
 @dataclass
@@ -165,7 +176,7 @@ class _Delivery:
 
 
 class _SmscSession(Session):
-    """The SMSC side of one connection; it can lose deliver_sm_resp on purpose."""
+    """The SMSC side of one connection; it can lose deliver_sm_resp, or hang, on purpose."""
 
     def __init__(
         self,
@@ -177,6 +188,7 @@ class _SmscSession(Session):
         on_request: Callable[[Session, Pdu], None],
         on_closed: Callable[[Session], None],
         lose_response: Callable[[], bool],
+        hung: Callable[[], bool],
     ) -> None:
         super().__init__(
             name=name,
@@ -187,10 +199,11 @@ class _SmscSession(Session):
             on_closed=on_closed,
         )
         self._lose_response = lose_response
+        self._hung = hung
         self.lost_sequences: set[int] = set()
 
     def _handle_frame(self, frame: bytes) -> None:
-        if not self.is_open:
+        if not self.is_open or self._hung():
             return
         header = pdus.parse_header(frame)
         if (
@@ -245,20 +258,26 @@ class Simulator:
         redelivery_delay: float = 1.0,
         receipt_id_format: IdFormat | None = None,
     ) -> None:
-        """``receipt_id_format`` renders the id in receipts in another base than in
+        """The receipt and id settings are the initial ``faults`` (see ``Faults``):
+        ``receipt_id_format`` renders the id in receipts in another base than in
         ``submit_sm_resp`` (as some SMSCs do); by default both use ``message_id_format``."""
         self.system_id = system_id
         self.password = password
-        self.receipt_delay = receipt_delay
-        self.message_id_format: IdFormat = message_id_format
-        self.receipt_id_format: IdFormat = receipt_id_format or message_id_format
-        self.receipt_tlvs = receipt_tlvs
+        self._faults = FaultState(
+            Faults(
+                receipt_delay=receipt_delay,
+                message_id_format=message_id_format,
+                receipt_id_format=receipt_id_format,
+                receipt_tlvs=receipt_tlvs,
+            )
+        )
         self.window = window
         self.enquire_link_interval = enquire_link_interval
         self.response_timeout = response_timeout
         self.redelivery_delay = redelivery_delay
 
         self.submits: list[SubmittedPdu] = []
+        self.refused: list[RefusedSubmit] = []
         self.messages: list[ReceivedSms] = []
         self.deliveries: list[DeliveryAttempt] = []
 
@@ -280,6 +299,7 @@ class Simulator:
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._attempts: set[asyncio.Task[None]] = set()
+        self._answers_after_receipt: dict[int, Callable[[], None]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -350,6 +370,7 @@ class Simulator:
             on_request=self._on_request,
             on_closed=self._on_closed,
             lose_response=self._take_lost_response,
+            hung=lambda: self._faults.faults.hung,
         )
         self._connections.add(session)
         return session
@@ -375,12 +396,35 @@ class Simulator:
             for link in self._links.values()
         ]
 
-    def drop_links(self) -> None:
-        """Abort every ESME connection now, as a network failure would."""
+    def drop_links(self) -> int:
+        """Abort every ESME connection now, as a network failure would; returns how many."""
         sessions = list(self._connections)
         log.info("dropping %d links", len(sessions))
         for session in sessions:
             session.abort("dropped by the simulator")
+        return len(sessions)
+
+    @property
+    def faults(self) -> Faults:
+        """How the simulator misbehaves now."""
+        return self._faults.faults
+
+    def set_faults(self, **changes: Any) -> Faults:
+        """Misbehave from now on as the current faults with ``changes`` (fields of ``Faults``)
+        say. The random generator is seeded again and the count towards ``drop_link_every``
+        starts over, so the same calls give the same faults."""
+        faults = replace(self._faults.faults, **changes)
+        self._faults = FaultState(faults)
+        log.info("faults now: %s", faults)
+        self._wake.set()
+        return faults
+
+    def clear_faults(self) -> Faults:
+        """Behave well again: answer at once, accept everything, send every receipt."""
+        self._faults = FaultState(Faults())
+        log.info("faults cleared")
+        self._wake.set()
+        return self._faults.faults
 
     def lose_next_deliver_resps(self, count: int = 1) -> None:
         """Treat the next ``count`` deliver_sm_resp as lost: ignore each and abort its link."""
@@ -419,13 +463,7 @@ class Simulator:
             session.respond(pdu, pdus.generic_nack(pdu.seqNum, pdus.ESME_RINVCMDID))
 
     def _reject(self, session: Session, pdu: Pdu, status: int) -> None:
-        response: Pdu
-        try:
-            response = pdu.requireAck(seqNum=pdu.seqNum, status=pdus.status_enum(status))
-            pdus.encode(response)
-        except Exception:
-            response = pdus.generic_nack(pdu.seqNum, status)
-        session.respond(pdu, response)
+        session.respond(pdu, _error_response(pdu, status))
 
     def _bind(self, session: Session, pdu: Pdu, bind_type: BindType, *, bound: bool) -> None:
         system_id = pdus.str_param(pdu, "system_id")
@@ -462,16 +500,66 @@ class Simulator:
         self._wake.set()
 
     def _submit(self, session: Session, link: _Link, pdu: Pdu) -> None:
+        state = self._faults
+        faults = state.faults
+        refusal = (
+            pdus.ESME_RTHROTTLED if state.throttles()
+            else faults.error_status if state.refuses()
+            else None
+        )
+        if refusal is not None:
+            destination = pdus.str_param(pdu, "destination_addr")
+            self.refused.append(RefusedSubmit(link.system_id, destination, refusal, time.monotonic()))
+            self._answer(session, pdu, _error_response(pdu, refusal), delay=faults.response_delay)
+            self._changed()
+            return
         number = next(self._message_numbers)
-        message_id = _render_id(number, self.message_id_format)
+        message_id = _render_id(number, faults.message_id_format)
         record = _submitted(pdu, message_id=message_id, system_id=link.system_id)
         self.submits.append(record)
-        session.respond(pdu, pdus.submit_sm_resp(pdu, message_id=message_id))
+        drop = state.accept()
+        response = pdus.submit_sm_resp(pdu, message_id=message_id)
         self._reassemble(record)
+        receipt: int | None = None
         if record.receipt_requested:
-            self._enqueue_receipt(record, _render_id(number, self.receipt_id_format))
+            delay = state.receipt_delay()
+            if delay is not None:
+                receipt = self._enqueue_receipt(record, _render_id(number, faults.receipt_ids), delay)
+        if faults.receipt_before_response and receipt is not None:
+            self._answer_after_receipt(session, pdu, response, receipt, drop=drop)
+        else:
+            self._answer(session, pdu, response, delay=faults.response_delay, drop=drop)
         log.debug("submit_sm from %s: %d accepted so far", link.system_id, len(self.submits))
         self._changed()
+
+    def _answer(
+        self, session: Session, request: Pdu, response: Pdu, *, delay: float = 0.0, drop: bool = False
+    ) -> None:
+        """Answer now or after ``delay`` seconds; with ``drop``, close the link right after."""
+        if delay > 0:
+            asyncio.get_running_loop().call_later(
+                delay, lambda: self._answer(session, request, response, drop=drop)
+            )
+            return
+        session.respond(request, response)
+        if drop:
+            log.info("dropping the link to %s after %d submit_sm", session.peer,
+                     self.faults.drop_link_every)
+            session.close("dropped by the simulator")
+
+    def _answer_after_receipt(
+        self, session: Session, request: Pdu, response: Pdu, delivery_id: int, *, drop: bool
+    ) -> None:
+        """Answer once the receipt's first deliver_sm attempt is over, or at the latest after
+        ``RECEIPT_FIRST_WAIT`` seconds."""
+
+        def answer() -> None:
+            if self._answers_after_receipt.pop(delivery_id, None) is not None:
+                timer.cancel()
+                self._answer(session, request, response, drop=drop)
+
+        timer = asyncio.get_running_loop().call_later(RECEIPT_FIRST_WAIT, answer)
+        self._answers_after_receipt[delivery_id] = answer
 
     # -- reassembly ---------------------------------------------------------------------------
 
@@ -661,9 +749,9 @@ class Simulator:
         self._handset_mr[handset] = reference
         return reference
 
-    def _enqueue_receipt(self, record: SubmittedPdu, receipt_id: str) -> None:
+    def _enqueue_receipt(self, record: SubmittedPdu, receipt_id: str, delay: float) -> int:
         submitted = record.received_wall.astimezone()
-        done = submitted + timedelta(seconds=self.receipt_delay)
+        done = submitted + timedelta(seconds=delay)
         snippet = decode_payload(record.data_coding, _user_data(record))[:20]
         snippet = "".join(char if is_gsm7(char) else "?" for char in snippet)
         text = (
@@ -677,10 +765,10 @@ class Simulator:
             data_coding=0,
             short_message=encode_gsm7(text),
             receipt=True,
-            receipted_message_id=receipt_id if self.receipt_tlvs else None,
-            message_state=MESSAGE_STATE_DELIVERED if self.receipt_tlvs else None,
+            receipted_message_id=receipt_id if self.faults.receipt_tlvs else None,
+            message_state=MESSAGE_STATE_DELIVERED if self.faults.receipt_tlvs else None,
         )
-        self._enqueue("receipt", content, system_id=record.system_id, delay=self.receipt_delay)
+        return self._enqueue("receipt", content, system_id=record.system_id, delay=delay)
 
     def _enqueue(
         self, kind: DeliveryKind, content: _DeliverContent, *, system_id: str | None, delay: float
@@ -710,6 +798,9 @@ class Simulator:
         loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
+            if self.faults.hung:
+                await self._wake.wait()
+                continue
             now = time.monotonic()
             next_due: float | None = None
             for delivery in list(self._queue.values()):
@@ -765,6 +856,9 @@ class Simulator:
                 at=time.monotonic(),
             )
         )
+        answer = self._answers_after_receipt.get(delivery.id)
+        if answer is not None:
+            answer()
         if outcome == "ok":
             del self._queue[delivery.id]
         else:
@@ -784,6 +878,16 @@ class Simulator:
 
 def _render_id(number: int, fmt: IdFormat) -> str:
     return f"{number:X}" if fmt == "hex" else str(number)
+
+
+def _error_response(request: Pdu, status: int) -> Pdu:
+    """The request's response carrying an error status (a generic_nack if it has none)."""
+    try:
+        response = request.requireAck(seqNum=request.seqNum, status=pdus.status_enum(status))
+        pdus.encode(response)
+    except Exception:
+        return pdus.generic_nack(request.seqNum, status)
+    return response
 
 
 def _npi_value(member: Any) -> int:
@@ -946,7 +1050,10 @@ async def run_standalone(
     auth += ", password checked" if password is not None else ", any password"
     console.print("[bold]smsline SMSC simulator[/bold]")
     console.print(f"  SMPP  {shown_host}:{smpp_port}  ({auth})")
-    console.print(f"  HTTP  {base_url}  (POST /mo, GET /messages, GET /binds, GET /healthz)")
+    console.print(
+        f"  HTTP  {base_url}  (POST /mo, GET /messages, GET /binds, GET|PATCH|DELETE /faults, "
+        "POST /drop-links, GET /healthz)"
+    )
     console.print(
         f"  try   [cyan]smsline mo +79161234567 \"CLIENT info\" --url {base_url}[/cyan]"
     )

@@ -1,5 +1,5 @@
-"""Client of the simulator's HTTP endpoint, for `smsline mo`: send an SMS as a customer and show
-the replies that come back to the customer's phone."""
+"""Client of the simulator's HTTP endpoint: for `smsline mo`, send an SMS as a customer and show
+the replies that come back to the customer's phone; for tests and operators, set its faults."""
 
 from __future__ import annotations
 
@@ -90,3 +90,23 @@ def inject_mo(
                     echo(f"← {_clock(message['at'])} {message['from']}: {message['text']}")
     noun = "reply" if replies == 1 else "replies"
     return f"{summary}; {replies} {noun}"
+
+
+def set_faults(base_url: str, **changes: Any) -> dict[str, Any]:
+    """Change the simulator's faults (fields of ``Faults``); returns all of them as they now are."""
+    with httpx.Client(base_url=base_url.rstrip("/"), timeout=10.0) as client:
+        result: dict[str, Any] = _check(client.patch("/faults", json=changes))
+    return result
+
+
+def clear_faults(base_url: str) -> dict[str, Any]:
+    """Make the simulator behave well again."""
+    with httpx.Client(base_url=base_url.rstrip("/"), timeout=10.0) as client:
+        result: dict[str, Any] = _check(client.delete("/faults"))
+    return result
+
+
+def drop_links(base_url: str) -> int:
+    """Abort every ESME connection of the simulator now; returns how many there were."""
+    with httpx.Client(base_url=base_url.rstrip("/"), timeout=10.0) as client:
+        return int(_check(client.post("/drop-links"))["dropped"])

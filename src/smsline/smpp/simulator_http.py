@@ -1,13 +1,17 @@
-"""HTTP control of the SMSC simulator: inject MO SMS and read what the handsets received."""
+"""HTTP control of the SMSC simulator: inject MO SMS, read what the handsets received, and make
+the SMSC misbehave."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from smsline.domain.command_status import STATUS_RULES
 from smsline.smpp.simulator import ReceivedSms, Simulator
+from smsline.smpp.simulator_faults import Faults
 
 MAX_WAIT = 30.0
 
@@ -32,6 +36,49 @@ class MoRequest(BaseModel):
         default=None,
         description="Force GSM-7 (0), Latin-1 (3) or UCS-2 (8); default: GSM-7 when possible.",
     )
+
+
+_STATUS_BY_NAME = {rule.name: code for code, rule in STATUS_RULES.items()}
+
+
+class FaultsChange(BaseModel):
+    """The faults to change; fields left out keep their current value (see ``Faults``; the
+    defaults here are a well-behaved SMSC's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    response_delay: float = Field(default=0.0, ge=0.0, le=60.0)
+    throttle_tps: float = Field(default=0.0, ge=0.0)
+    error_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    error_status: int | str = Field(
+        default=0x08, description="A command_status, as a number or a name such as ESME_RSYSERR."
+    )
+    drop_link_every: int = Field(default=0, ge=0)
+    hung: bool = False
+    message_id_format: Literal["hex", "dec"] = "hex"
+    receipt_id_format: Literal["hex", "dec"] | None = None
+    receipt_tlvs: bool = True
+    receipt_delay: float = Field(default=0.0, ge=0.0)
+    receipt_before_response: bool = False
+    late_receipt_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    late_receipt_delay: float = Field(default=0.0, ge=0.0)
+    missing_receipt_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    seed: int = 0
+
+    @field_validator("error_status")
+    @classmethod
+    def _status_code(cls, value: int | str) -> int:
+        if isinstance(value, str):
+            if value not in _STATUS_BY_NAME:
+                raise ValueError(f"unknown command_status name {value!r}")
+            return _STATUS_BY_NAME[value]
+        if not 0 < value <= 0xFFFFFFFF:
+            raise ValueError("a command_status other than ESME_ROK (0) is needed")
+        return value
+
+
+def faults_json(faults: Faults) -> dict[str, Any]:
+    return dataclasses.asdict(faults)
 
 
 def message_json(sms: ReceivedSms) -> dict[str, Any]:
@@ -76,6 +123,26 @@ def create_app(simulator: Simulator, *, service_number: str) -> FastAPI:
         """Reassembled messages the ESMEs submitted, oldest first."""
         found = await simulator.messages_after(after, destination=to, timeout=wait)
         return [message_json(sms) for sms in found]
+
+    @app.get("/faults")
+    async def get_faults() -> dict[str, Any]:
+        """How the simulator misbehaves now."""
+        return faults_json(simulator.faults)
+
+    @app.patch("/faults")
+    async def patch_faults(body: FaultsChange) -> dict[str, Any]:
+        """Change some faults; the others keep their values. Returns all of them."""
+        return faults_json(simulator.set_faults(**body.model_dump(exclude_unset=True)))
+
+    @app.delete("/faults")
+    async def delete_faults() -> dict[str, Any]:
+        """Behave well again."""
+        return faults_json(simulator.clear_faults())
+
+    @app.post("/drop-links")
+    async def post_drop_links() -> dict[str, int]:
+        """Abort every ESME connection now, as a network failure would."""
+        return {"dropped": simulator.drop_links()}
 
     @app.get("/binds")
     async def get_binds() -> list[dict[str, str]]:
