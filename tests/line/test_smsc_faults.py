@@ -5,16 +5,19 @@ submit_sm or never read it), so no message may arrive twice."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from smsline.config import SmscSettings
 from smsline.db.schema import outbox
 from smsline.line.direct import send_text
+from smsline.line.outbox import Kind, Priority, outbox_row
 from smsline.serve import Service, running
 from smsline.smpp import pdus
 from smsline.smpp.simulator import Simulator
@@ -114,3 +117,154 @@ async def test_a_hung_smsc_is_left_and_the_messages_go_once_it_answers_again(
     # What the hung SMSC never read, it never took: each message reached the handset once.
     assert Counter(sms.text for sms in simulator.messages) == Counter(texts)
     assert connector.binds >= 2
+
+
+ESME_RINVDSTADR = 0x0B  # a permanent error: invalid destination address
+
+
+async def queue_texts(engine: AsyncEngine, texts: list[str], phone: str = "+79161234567") -> None:
+    """Queue many texts at once, straight into the outbox (as a bulk sender would)."""
+    now = dt.datetime.now(dt.UTC)
+    rows = [
+        outbox_row(
+            kind=Kind.DIRECT,
+            priority=Priority.NOTIFICATION,
+            sender="SCSERV",
+            destination=phone,
+            text=text,
+            language="en",
+            now=now,
+        )
+        for text in texts
+    ]
+    async with engine.begin() as conn:
+        for start in range(0, len(rows), 2000):
+            await conn.execute(insert(outbox), rows[start : start + 2000])
+
+
+@pytest.mark.slow
+async def test_ten_thousand_messages_through_link_drops_and_throttling_arrive_once_each(
+    service: Service, simulator: Simulator
+) -> None:
+    engine = service.engine
+    assert engine is not None
+    simulator.set_faults(drop_link_every=2000, throttle_tps=1000)
+    texts = [f"Bulk message {i:05d}" for i in range(10_000)]
+    await queue_texts(engine, texts)
+    service.dispatcher.wake()
+
+    async def all_delivered() -> bool:
+        return (await statuses(engine)) == Counter({"delivered": 10_000})
+
+    await eventually(all_delivered, timeout=90)
+    received = Counter(sms.text for sms in simulator.messages)
+    assert received == Counter(texts)  # every one, none twice
+    assert service.connectors[0].binds >= 5  # the link really was dropped every 2,000 submits
+    # (Whether the 1,000/s limit is reached depends on the machine; the throttling itself is
+    # tested above.)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"send_max_attempts": 3, "send_retry_delay": 0.05}])
+async def test_a_message_that_keeps_failing_gives_up_with_the_reason(
+    database_url: str, simulator: Simulator, settings_overrides: dict[str, Any]
+) -> None:
+    settings = service_settings(database_url, simulator.port, **settings_overrides)
+    simulator.set_faults(error_fraction=1.0, error_status=pdus.ESME_RSYSERR)
+    async with running(settings, http=False) as service:
+        await service.wait_bound(10)
+        assert service.engine is not None
+        await send_text(service.engine, settings, "+79161234567", "Your card is ready")
+        service.dispatcher.wake()
+
+        async def settled() -> bool:
+            return (await statuses(service.engine)) == Counter({"failed": 1})  # type: ignore[arg-type]
+
+        await eventually(settled, timeout=20)
+        async with service.engine.connect() as conn:
+            row = (await conn.execute(select(outbox.c.attempts, outbox.c.error))).one()
+    assert row.attempts == 3
+    assert row.error.startswith("gave up after 3 attempts: ESME_RSYSERR")
+    assert len(simulator.refused) == 3  # tried exactly three times, then left alone
+    assert simulator.messages == []
+
+
+async def test_a_message_past_its_validity_is_not_retried(database_url: str, simulator: Simulator) -> None:
+    settings = service_settings(
+        database_url, simulator.port, send_validity_seconds=0.5, send_retry_delay=0.05, send_max_attempts=1000
+    )
+    simulator.set_faults(error_fraction=1.0, error_status=pdus.ESME_RSYSERR)
+    async with running(settings, http=False) as service:
+        await service.wait_bound(10)
+        assert service.engine is not None
+        await send_text(service.engine, settings, "+79161234567", "Your card is ready")
+        service.dispatcher.wake()
+
+        async def settled() -> bool:
+            return (await statuses(service.engine)) == Counter({"failed": 1})  # type: ignore[arg-type]
+
+        await eventually(settled, timeout=20)
+        async with service.engine.connect() as conn:
+            error = (await conn.execute(select(outbox.c.error))).scalar_one()
+    assert error.startswith("gave up after its validity period passed: ESME_RSYSERR")
+    assert 2 <= len(simulator.refused) < 1000
+
+
+async def test_a_permanent_error_rejects_the_message_at_once_with_the_reason(
+    service: Service, simulator: Simulator
+) -> None:
+    engine = service.engine
+    assert engine is not None
+    simulator.set_faults(error_fraction=1.0, error_status=ESME_RINVDSTADR)
+    await send_text(engine, service.settings, "+79161234567", "Your card is ready")
+    service.dispatcher.wake()
+
+    async def rejected() -> bool:
+        return (await statuses(engine)) == Counter({"rejected": 1})
+
+    await eventually(rejected, timeout=10)
+    async with engine.connect() as conn:
+        error = (await conn.execute(select(outbox.c.error))).scalar_one()
+    assert error.startswith("ESME_RINVDSTADR")
+    assert len(simulator.refused) == 1
+
+
+async def test_with_two_binds_sending_goes_on_while_one_is_down(database_url: str) -> None:
+    first, second = Simulator(redelivery_delay=0.05), Simulator(redelivery_delay=0.05)
+    await first.start("127.0.0.1", 0)
+    await second.start("127.0.0.1", 0)
+    binds = [
+        SmscSettings(name=name, host="127.0.0.1", port=sim.port, reconnect_min=0.05, reconnect_max=0.2)
+        for name, sim in (("one", first), ("two", second))
+    ]
+    settings = service_settings(database_url, first.port, smsc=binds)
+    try:
+        async with running(settings, http=False) as service:
+            await service.wait_bound(10)
+            assert service.engine is not None
+            await queue_texts(service.engine, [f"Spread {i}" for i in range(200)])
+            service.dispatcher.wake()
+
+            async def all_delivered() -> bool:
+                return (await statuses(service.engine)) == Counter({"delivered": 200})  # type: ignore[arg-type]
+
+            await eventually(all_delivered, timeout=30)
+            # The work was spread over both binds.
+            assert first.messages
+            assert second.messages
+
+            # One SMSC goes away (hung: the bind is given up); the other carries everything.
+            first.set_faults(hung=True)
+            first.drop_links()
+            await queue_texts(service.engine, [f"Alone {i}" for i in range(100)])
+            service.dispatcher.wake()
+
+            async def all_delivered_again() -> bool:
+                return (await statuses(service.engine)) == Counter({"delivered": 300})  # type: ignore[arg-type]
+
+            await eventually(all_delivered_again, timeout=30)
+            assert Counter(s.text for s in second.messages if s.text.startswith("Alone")) == Counter(
+                f"Alone {i}" for i in range(100)
+            )
+    finally:
+        await first.stop()
+        await second.stop()

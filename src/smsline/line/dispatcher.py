@@ -21,6 +21,8 @@ import datetime as dt
 import heapq
 import itertools
 import logging
+import os
+import socket
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -63,6 +65,21 @@ class Outcome:
     message_ids: list[str] = field(default_factory=list)
     error: str | None = None
     at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
+def worker_is_gone(worker: str) -> bool:
+    """Whether a worker id (``host:pid:nonce``) names a process of this machine that has ended."""
+    host, _, rest = worker.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class Dispatcher:
@@ -141,16 +158,20 @@ class Dispatcher:
     # -- claiming -------------------------------------------------------------------------------
 
     async def recover(self) -> None:
-        """Before starting: on SQLite only one process runs, so rows another process left
-        'sending' (it crashed) go back to the queue at once instead of when their lease ends."""
-        if self.db.is_postgres:
-            return
+        """Before starting: rows a crashed worker left 'sending' go back to the queue at once
+        instead of when their lease ends. On SQLite only one process runs, so that is every
+        such row; on PostgreSQL, the rows of workers on this machine whose process is gone."""
 
         def requeue(conn: Connection) -> int:
+            stale = (outbox.c.status == "sending") & (outbox.c.claimed_by != self.worker_id)
+            if self.db.is_postgres:
+                owners = conn.execute(select(outbox.c.claimed_by).where(stale).distinct()).scalars()
+                dead = [owner for owner in owners if owner and worker_is_gone(owner)]
+                if not dead:
+                    return 0
+                stale = stale & outbox.c.claimed_by.in_(dead)
             result = conn.execute(
-                update(outbox)
-                .where(outbox.c.status == "sending", outbox.c.claimed_by != self.worker_id)
-                .values(status="queued", claimed_by=None, claimed_until=None)
+                update(outbox).where(stale).values(status="queued", claimed_by=None, claimed_until=None)
             )
             return int(result.rowcount)
 
@@ -259,8 +280,8 @@ class Dispatcher:
 
     # -- sending --------------------------------------------------------------------------------
 
-    def _pick_connector(self) -> Connector | None:
-        now = time.monotonic()
+    def _pick_connector(self, now: float) -> Connector | None:
+        """The bound, unpaused connector with the most free window slots, if any."""
         best: Connector | None = None
         best_free = 0
         for c in self.connectors:
@@ -280,12 +301,14 @@ class Dispatcher:
             while self._ready:
                 if len(self._recording) >= self._record_cap:
                     break  # bounds what a crash could leave sent but not recorded
-                connector = self._pick_connector()
+                now = time.monotonic()
+                connector = self._pick_connector(now)
                 if connector is None:
-                    paused = [t for t in self._paused_until.values() if t > time.monotonic()]
+                    # Judged with the same `now` as the pick: a pause that ends in between must
+                    # still get its wake-up.
+                    paused = [t for t in self._paused_until.values() if t > now]
                     if paused:
-                        loop = asyncio.get_running_loop()
-                        loop.call_at(loop.time() + (min(paused) - time.monotonic()), self._wake_send.set)
+                        asyncio.get_running_loop().call_later(min(paused) - now, self._wake_send.set)
                     break
                 item = heapq.heappop(self._ready)
                 if item.kind in self.prepare and item.clear_text is None:
@@ -334,8 +357,11 @@ class Dispatcher:
             self._busy[connector.name] -= 1
             self._wake_send.set()
         if outcome.status == "throttled":
-            self._requeue_in_memory(item)
-            return
+            if not self._too_old(item):
+                self._requeue_in_memory(item)
+                return
+            error = f"gave up after its validity period passed: {outcome.error}"
+            outcome = Outcome(item, "failed", error=error)
         self._held.discard(item.id)
         self._record_outcome(outcome)
 
@@ -393,6 +419,12 @@ class Dispatcher:
         metrics.submits.labels(smsc=connector.name, outcome="ok").inc()
         self._throttle_pause[connector.name] = 0.0
         return Outcome(item, "submitted", smsc=connector.name, message_ids=ids)
+
+    def _too_old(self, item: OutboxItem, now: dt.datetime | None = None) -> bool:
+        if item.queued_at is None:
+            return False
+        age = (now or dt.datetime.now(dt.UTC)) - item.queued_at
+        return age.total_seconds() > self.settings.send_validity_seconds
 
     def _throttled(self, name: str) -> None:
         """The SMSC asked this bind to slow down: pause it, longer while it keeps asking."""
@@ -507,9 +539,7 @@ class Dispatcher:
         s = self.settings
         for o in retries:
             attempts = o.item.attempts + 1
-            too_old = o.item.queued_at is not None and (now - o.item.queued_at).total_seconds() > (
-                s.send_validity_seconds
-            )
+            too_old = self._too_old(o.item, now)
             if attempts >= s.send_max_attempts or too_old:
                 o.status = "failed"
                 why = "its validity period passed" if too_old else f"{attempts} attempts"
