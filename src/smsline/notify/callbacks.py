@@ -200,7 +200,9 @@ class CallbackSender:
     async def _deliver(self, callback: DueCallback) -> None:
         try:
             error = await self._post(callback)
-            await self.db.run(lambda conn: self._record(conn, callback, error))
+            retry_in = await self.db.run(lambda conn: self._record(conn, callback, error))
+            if retry_in is not None and retry_in < POLL_EVERY:
+                asyncio.get_running_loop().call_later(retry_in, self._wake.set)
         except Exception:
             log.exception(
                 "status callback of notification %s: recording the outcome failed", callback.notification
@@ -226,7 +228,8 @@ class CallbackSender:
             return None
         return f"HTTP {response.status_code}"
 
-    def _record(self, conn: Connection, callback: DueCallback, error: str | None) -> None:
+    def _record(self, conn: Connection, callback: DueCallback, error: str | None) -> float | None:
+        """Store the outcome of an attempt; the seconds until the next one, None when done."""
         now = dt.datetime.now(dt.UTC)
         attempts = callback.attempts + 1
         if error is None:
@@ -256,3 +259,6 @@ class CallbackSender:
         conn.execute(
             update(notifications).where(notifications.c.id == callback.notification).values(**values)
         )
+        if values["callback_next_at"] is None:
+            return None
+        return float((values["callback_next_at"] - now).total_seconds())
