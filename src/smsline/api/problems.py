@@ -30,6 +30,7 @@ PROBLEMS: Final[dict[str, tuple[int, str, str]]] = {
     "not-found": (404, "Not found", "There is no such resource."),
     "method-not-allowed": (405, "Method not allowed", "This resource does not support the method."),
     "invalid-json": (400, "Invalid JSON", "The body is not valid JSON."),
+    "bad-request": (400, "Bad request", "The request cannot be read (e.g. a body that does not parse)."),
     "validation-failed": (
         422,
         "Validation failed",
@@ -168,8 +169,14 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        by_status = {405: "method-not-allowed", 413: "payload-too-large", 415: "unsupported-media-type"}
-        name = by_status.get(exc.status_code, "not-found")
+        by_status = {
+            400: "bad-request",
+            404: "not-found",
+            405: "method-not-allowed",
+            413: "payload-too-large",
+            415: "unsupported-media-type",
+        }
+        name = by_status.get(exc.status_code, "bad-request" if exc.status_code < 500 else "internal-error")
         detail = exc.detail if isinstance(exc.detail, str) and exc.status_code != 404 else None
         return problem_response(name, detail, instance=request.url.path, headers=exc.headers)
 
