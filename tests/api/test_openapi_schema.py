@@ -87,7 +87,9 @@ class ServedApi:
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
         self._server = _Server(config)
         serving = asyncio.ensure_future(self._server.serve())
-        while not self._server.started and not serving.done():
+        while not self._server.started:
+            if serving.done():
+                serving.result()  # it could not start: say why
             await asyncio.sleep(0.01)
         self.port = int(self._server.servers[0].sockets[0].getsockname()[1])
         self._ready.set()
