@@ -225,7 +225,9 @@ def tokens_list() -> None:
 
     found = _in_transaction(list_tokens)
     table = Table(title="API tokens", title_justify="left")
-    for heading in ("name", "token", "scopes", "rate limit", "created", "revoked"):
+    table.add_column("name", no_wrap=True)
+    table.add_column("token", no_wrap=True)
+    for heading in ("scopes", "rate limit", "created", "revoked"):
         table.add_column(heading)
     for t in found:
         table.add_row(
@@ -314,7 +316,8 @@ def templates_list() -> None:
 
     found = _in_transaction(list_templates)
     table = Table(title="Templates", title_justify="left")
-    for heading in ("name", "parameters", "essential", "segments en/ru", "updated", "by"):
+    table.add_column("name", no_wrap=True)
+    for heading in ("parameters", "essential", "segments en/ru", "updated", "by"):
         table.add_column(heading)
     for t in found:
         renderings = t.renderings()
