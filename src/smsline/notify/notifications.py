@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -82,28 +82,43 @@ class Refusal:
     problems: list[Problem] = field(default_factory=list)
 
 
+# Statements built once and executed with parameters: building a statement per request costs
+# more than running it.
+_EARLIER = select(
+    notifications.c.request_hash, notifications.c.response_code, notifications.c.response
+).where(
+    notifications.c.token == bindparam("n_token"),
+    notifications.c.idempotency_key == bindparam("n_key"),
+)
+_TEMPLATE = select(
+    templates.c.text_en, templates.c.text_ru, templates.c.parameters, templates.c.essential
+).where(templates.c.name == bindparam("t_name"))
+_CUSTOMER_COLUMNS = (
+    customers.c.id,
+    customers.c.customer_id,
+    customers.c.phone,
+    customers.c.language,
+    customers.c.sms_enabled,
+)
+_CUSTOMER_BY_ID = select(*_CUSTOMER_COLUMNS).where(customers.c.customer_id == bindparam("c_ref"))
+_CUSTOMER_BY_PHONE = select(*_CUSTOMER_COLUMNS).where(customers.c.phone == bindparam("c_ref"))
+_OUTBOX_INSERT = insert(outbox).returning(outbox.c.id)
+_OUTBOX_DELETE = delete(outbox).where(outbox.c.id == bindparam("o_id"))
+_NOTIFICATION_INSERT = {
+    name: dialect.insert(notifications)
+    .on_conflict_do_nothing(index_elements=[notifications.c.token, notifications.c.idempotency_key])
+    .returning(notifications.c.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+
 def _insert_ignoring_conflict(conn: Connection, values: dict[str, Any]) -> int | None:
-    stmt: postgresql.Insert | sqlite.Insert
-    if conn.dialect.name == "postgresql":
-        stmt = postgresql.insert(notifications)
-    else:
-        stmt = sqlite.insert(notifications)
-    result = conn.execute(
-        stmt.values(values)
-        .on_conflict_do_nothing(index_elements=[notifications.c.token, notifications.c.idempotency_key])
-        .returning(notifications.c.id)
-    )
-    found = result.scalar()
+    found = conn.execute(_NOTIFICATION_INSERT[conn.dialect.name], values).scalar()
     return int(found) if found is not None else None
 
 
 def _earlier(conn: Connection, request: NotificationRequest) -> Answer | Refusal | None:
-    row = conn.execute(
-        select(notifications.c.request_hash, notifications.c.response_code, notifications.c.response).where(
-            notifications.c.token == request.token,
-            notifications.c.idempotency_key == request.idempotency_key,
-        )
-    ).first()
+    row = conn.execute(_EARLIER, {"n_token": request.token, "n_key": request.idempotency_key}).first()
     if row is None:
         return None
     if row.request_hash != request.fingerprint():
@@ -126,11 +141,7 @@ def queue_notification(
     essential = False
     template_row = None
     if request.template is not None:
-        template_row = conn.execute(
-            select(
-                templates.c.text_en, templates.c.text_ru, templates.c.parameters, templates.c.essential
-            ).where(templates.c.name == request.template)
-        ).first()
+        template_row = conn.execute(_TEMPLATE, {"t_name": request.template}).first()
         if template_row is None:
             return Refusal("unknown-template", f"there is no template named {request.template!r}")
         problems = check_values(template_row.parameters.split(), request.parameters)
@@ -138,20 +149,10 @@ def queue_notification(
             return Refusal("invalid-parameters", problems[0].message, problems)
         essential = bool(template_row.essential)
 
-    lookup = (
-        customers.c.customer_id == request.customer_id
-        if request.customer_id is not None
-        else customers.c.phone == request.phone
-    )
-    customer = conn.execute(
-        select(
-            customers.c.id,
-            customers.c.customer_id,
-            customers.c.phone,
-            customers.c.language,
-            customers.c.sms_enabled,
-        ).where(lookup)
-    ).first()
+    if request.customer_id is not None:
+        customer = conn.execute(_CUSTOMER_BY_ID, {"c_ref": request.customer_id}).first()
+    else:
+        customer = conn.execute(_CUSTOMER_BY_PHONE, {"c_ref": request.phone}).first()
 
     body: dict[str, Any] = {
         "message_id": None,
@@ -198,7 +199,7 @@ def queue_notification(
                 "text-too-long",
                 f"the text takes {row['segments']} SMS segments; at most {MAX_SEGMENTS} are allowed",
             )
-        message_id = int(conn.execute(insert(outbox).values(row).returning(outbox.c.id)).scalar_one())
+        message_id = int(conn.execute(_OUTBOX_INSERT, row).scalar_one())
         body.update(
             message_id=message_id,
             status="queued",
@@ -233,7 +234,7 @@ def queue_notification(
         # A concurrent request with the same key got there first: its answer stands, and the
         # message made here (never committed) goes.
         if message_id is not None:
-            conn.execute(delete(outbox).where(outbox.c.id == message_id))
+            conn.execute(_OUTBOX_DELETE, {"o_id": message_id})
         earlier = _earlier(conn, request)
         assert earlier is not None
         return earlier
