@@ -267,7 +267,7 @@ notifications = Table(
     Column("customer", Id, ForeignKey("customers.id")),
     Column("template", String(64)),
     Column("message", Id, ForeignKey("outbox.id")),
-    Column("status", String(16), nullable=False),  # pending | queued | suppressed
+    Column("status", String(16), nullable=False),  # queued | suppressed
     Column("reason", String(32)),
     Column("response_code", SmallInteger, nullable=False),
     Column("response", Text, nullable=False),  # JSON
