@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
+from sqlalchemy.engine import Connection
+
+if TYPE_CHECKING:
+    from smsline.notify.templates import Template
+
+T = TypeVar("T")
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="smsline — the SMS service.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 customers_app = typer.Typer(no_args_is_help=True, help="Customers.")
+tokens_app = typer.Typer(no_args_is_help=True, help="API tokens of the systems that call smsline.")
+templates_app = typer.Typer(no_args_is_help=True, help="Notification templates.")
 app.add_typer(db_app, name="db")
 app.add_typer(customers_app, name="customers")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(templates_app, name="templates")
 
 
 @db_app.command("upgrade")
@@ -149,6 +160,204 @@ def send(
     except (InvalidMsisdn, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+def _in_transaction(work: Callable[[Connection], T]) -> T:
+    """Run ``work`` in one transaction on the configured database."""
+    from smsline.config import load_settings
+    from smsline.db.engine import create_oneshot_engine, transaction
+
+    settings = load_settings()
+
+    async def run() -> T:
+        engine = create_oneshot_engine(settings.database_url)
+        try:
+            async with transaction(engine) as conn:
+                return await conn.run_sync(work)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Argument(help="Who uses the token, e.g. card-issuing.")],
+    scope: Annotated[
+        list[str] | None,
+        typer.Option("--scope", help="A scope (repeatable); default notifications:send and messages:read."),
+    ] = None,
+    rate_limit: Annotated[
+        int | None, typer.Option("--rate-limit", help="Requests per second (default: the configured one).")
+    ] = None,
+) -> None:
+    """Make an API token. The token and its callback signing secret are printed once, never again."""
+    from smsline.config import load_settings
+    from smsline.domain.tokens import SCOPES
+    from smsline.notify.service_key import MissingServiceKey, service_key
+    from smsline.notify.tokens import TokenError, create_token
+
+    try:
+        key = service_key(load_settings())
+        issued = _in_transaction(
+            lambda conn: create_token(conn, name, scope or [], service_key=key, rate_limit=rate_limit)
+        )
+    except (TokenError, MissingServiceKey) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        if isinstance(exc, TokenError) and "scope" in str(exc):
+            typer.echo("scopes: " + ", ".join(SCOPES), err=True)
+        raise typer.Exit(2) from exc
+    scopes = " ".join(sorted(issued.info.scopes))
+    typer.echo(f"API token {issued.info.name!r} with scopes {scopes}")
+    typer.echo("Keep these now: they are shown only this once.")
+    typer.echo(f"  token:           {issued.token}")
+    typer.echo(f"  signing secret:  {issued.signing_secret}   (verifies status callbacks)")
+
+
+@tokens_app.command("list")
+def tokens_list() -> None:
+    """List the API tokens (never the tokens themselves)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from smsline.domain.tokens import display_prefix
+    from smsline.notify.tokens import list_tokens
+
+    found = _in_transaction(list_tokens)
+    table = Table(title="API tokens", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    table.add_column("token", no_wrap=True)
+    for heading in ("scopes", "rate limit", "created", "revoked"):
+        table.add_column(heading)
+    for t in found:
+        table.add_row(
+            t.name,
+            display_prefix(t.public_id),
+            " ".join(sorted(t.scopes)),
+            f"{t.rate_limit}/s" if t.rate_limit else "default",
+            t.created_at.strftime("%Y-%m-%d %H:%M"),
+            t.revoked_at.strftime("%Y-%m-%d %H:%M") if t.revoked_at else "",
+        )
+    Console().print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(name: Annotated[str, typer.Argument(help="The token's name.")]) -> None:
+    """Revoke an API token: it stops working within seconds."""
+    from smsline.notify.tokens import revoke_token
+
+    if not _in_transaction(lambda conn: revoke_token(conn, name)):
+        typer.echo(f"error: no active token named {name!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked the API token {name!r}")
+
+
+@templates_app.command("set")
+def templates_set(
+    name: Annotated[str, typer.Argument(help="The template's name, e.g. card_ready.")],
+    en: Annotated[str, typer.Option("--en", help="English text; placeholders as {name}.")],
+    ru: Annotated[str, typer.Option("--ru", help="Russian text; the same placeholders.")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="A parameter the texts use (repeatable).")
+    ] = None,
+    sample: Annotated[
+        list[str] | None, typer.Option("--sample", help="NAME=VALUE for the sample rendering (repeatable).")
+    ] = None,
+    essential: Annotated[
+        bool, typer.Option("--essential", help="Send even to customers who opted out (security alerts only).")
+    ] = False,
+) -> None:
+    """Create or replace a template; it is checked first, and its sample rendering is shown."""
+    import getpass
+
+    from smsline.notify.templates import InvalidTemplate, save_template
+
+    samples: dict[str, str] = {}
+    for pair in sample or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            typer.echo(f"error: --sample {pair!r} is not NAME=VALUE", err=True)
+            raise typer.Exit(2)
+        samples[key] = value
+    actor = f"cli:{getpass.getuser()}"
+    try:
+        template, created = _in_transaction(
+            lambda conn: save_template(
+                conn,
+                name,
+                {"en": en, "ru": ru},
+                param or [],
+                sample=samples or None,
+                essential=essential,
+                actor=actor,
+            )
+        )
+    except InvalidTemplate as exc:
+        for problem in exc.problems:
+            typer.echo(f"error: {problem.field}: {problem.message}", err=True)
+        raise typer.Exit(2) from exc
+    what = "created" if created else "updated"
+    typer.echo(f"{what} template {name!r}" + (" (essential)" if essential else ""))
+    _print_renderings(template)
+
+
+def _print_renderings(template: Template) -> None:
+    for language, rendering in template.renderings().items():
+        typer.echo(f"  {language}: {rendering.segments} segment(s), {rendering.encoding}: {rendering.text}")
+
+
+@templates_app.command("list")
+def templates_list() -> None:
+    """List the templates."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from smsline.notify.templates import list_templates
+
+    found = _in_transaction(list_templates)
+    table = Table(title="Templates", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    for heading in ("parameters", "essential", "segments en/ru", "updated", "by"):
+        table.add_column(heading)
+    for t in found:
+        renderings = t.renderings()
+        table.add_row(
+            t.name,
+            " ".join(t.parameters),
+            "yes" if t.essential else "",
+            f"{renderings['en'].segments}/{renderings['ru'].segments}",
+            t.updated_at.strftime("%Y-%m-%d %H:%M"),
+            t.updated_by,
+        )
+    Console().print(table)
+
+
+@templates_app.command("show")
+def templates_show(name: Annotated[str, typer.Argument(help="The template's name.")]) -> None:
+    """Show a template and its sample rendering."""
+    from smsline.notify.templates import get_template
+
+    template = _in_transaction(lambda conn: get_template(conn, name))
+    if template is None:
+        typer.echo(f"error: no template named {name!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{template.name}" + (" (essential)" if template.essential else ""))
+    typer.echo(f"  parameters: {' '.join(template.parameters) or '-'}")
+    typer.echo(f"  en: {template.texts['en']}")
+    typer.echo(f"  ru: {template.texts['ru']}")
+    typer.echo("sample rendering:")
+    _print_renderings(template)
+
+
+@templates_app.command("delete")
+def templates_delete(name: Annotated[str, typer.Argument(help="The template's name.")]) -> None:
+    """Delete a template (notifications already queued are not affected)."""
+    from smsline.notify.templates import delete_template
+
+    if not _in_transaction(lambda conn: delete_template(conn, name)):
+        typer.echo(f"error: no template named {name!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"deleted template {name!r}")
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Configuration: one TOML file (``SMSLINE_CONFIG``) plus ``SMSLINE_*`` environment variables.
 
-Environment variables win over the file. Secrets (the SMSC password) are ``SecretStr`` so they
-never print; they may also be read from a file named by ``SMSLINE_SMSC_PASSWORD_FILE``.
+Environment variables win over the file. Secrets (the SMSC password, the secret key) are
+``SecretStr`` so they never print; they may also be read from a file named by
+``SMSLINE_SMSC_PASSWORD_FILE`` / ``SMSLINE_SECRET_KEY_FILE``.
 """
 
 from __future__ import annotations
@@ -96,6 +97,15 @@ class Settings(BaseSettings):
     duplicate_window_seconds: float = 600.0
     multipart_timeout_seconds: float = 600.0
 
+    # Notifications API (SPEC §3).
+    secret_key: SecretStr = SecretStr("")  # derives the callback signing secrets of API tokens
+    api_rate_limit: float = Field(default=100.0, gt=0, description="requests per second per token")
+    api_rate_burst: int = Field(default=200, ge=1)
+    portal_attempts_per_minute: int = Field(default=10, ge=1)
+    callback_timeout_seconds: float = Field(default=10.0, gt=0)
+    callback_retry_seconds: float = Field(default=10.0, gt=0, description="first retry delay")
+    callback_retry_hours: float = Field(default=24.0, gt=0)
+
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -105,6 +115,9 @@ class Settings(BaseSettings):
         path = os.environ.get("SMSLINE_SMSC_PASSWORD_FILE")
         if path and isinstance(data, dict) and not data.get("smsc_password"):
             data["smsc_password"] = Path(path).read_text(encoding="utf-8").strip()
+        key_path = os.environ.get("SMSLINE_SECRET_KEY_FILE")
+        if key_path and isinstance(data, dict) and not data.get("secret_key"):
+            data["secret_key"] = Path(key_path).read_text(encoding="utf-8").strip()
         return data
 
     @classmethod

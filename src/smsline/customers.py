@@ -31,8 +31,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import Column, Row, String, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import ReturningInsert
 
 from smsline.config import Settings
@@ -324,14 +325,15 @@ def _upsert_statement(dialect: str) -> ReturningInsert[tuple[int, str]]:
     return upsert.returning(customers.c.id, customers.c.customer_id)
 
 
-async def _apply_batch(
-    connection: AsyncConnection,
+def _apply_batch(
+    connection: Connection,
     rows: Sequence[_Row],
     *,
     defaults: _Defaults,
     actor: str,
     write: bool,
     strict: bool,
+    channel: str = CONSENT_CHANNEL,
 ) -> _Outcome:
     """Check ``rows`` against the database and, when ``write``, store the ones that pass.
 
@@ -340,7 +342,7 @@ async def _apply_batch(
     outcome = _Outcome()
     existing: dict[str, Row[Any]] = {
         row.customer_id: row
-        for row in await connection.execute(
+        for row in connection.execute(
             select(
                 customers.c.id,
                 customers.c.customer_id,
@@ -350,7 +352,7 @@ async def _apply_batch(
     }
     owners: dict[str, str] = {
         phone: customer_id
-        for phone, customer_id in await connection.execute(
+        for phone, customer_id in connection.execute(
             select(customers.c.phone, customers.c.customer_id).where(
                 customers.c.phone.in_([row.phone for row in rows])
             )
@@ -361,7 +363,7 @@ async def _apply_batch(
     ]
     current_tags: dict[int, set[str]] = {}
     if tagged_ids:
-        for customer, tag in await connection.execute(
+        for customer, tag in connection.execute(
             select(customer_tags.c.customer, customer_tags.c.tag).where(
                 customer_tags.c.customer.in_(tagged_ids)
             )
@@ -437,12 +439,12 @@ async def _apply_batch(
 
     ids = {customer_id: row.id for customer_id, row in existing.items()}
     if upserts:
-        result = await connection.execute(_upsert_statement(connection.dialect.name), upserts)
+        result = connection.execute(_upsert_statement(connection.dialect.name), upserts)
         ids.update({customer_id: pk for pk, customer_id in result})
     if replaced_tags:
-        await connection.execute(delete(customer_tags).where(customer_tags.c.customer.in_(replaced_tags)))
+        connection.execute(delete(customer_tags).where(customer_tags.c.customer.in_(replaced_tags)))
     if new_tags:
-        await connection.execute(
+        connection.execute(
             insert(customer_tags),
             [
                 {"customer": ids[customer_id], "tag": tag}
@@ -451,13 +453,13 @@ async def _apply_batch(
             ],
         )
     if consent:
-        await connection.execute(
+        connection.execute(
             insert(consent_events),
             [
                 {
                     "customer": ids[customer_id],
                     "sms_enabled": enabled,
-                    "channel": CONSENT_CHANNEL,
+                    "channel": channel,
                     "actor": actor,
                     "at": now,
                 }
@@ -476,6 +478,7 @@ async def import_customers(
     default_language: str = "en",
     default_timezone: str = "Europe/Moscow",
     actor: str = "import",
+    channel: str = CONSENT_CHANNEL,
     progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
     """Import the customers of the CSV file at ``path``; see the module documentation.
@@ -512,13 +515,16 @@ async def import_customers(
                         report.rejected.extend(batch.errors)
                         if batch.rows:
                             count(
-                                await _apply_batch(
-                                    connection,
-                                    batch.rows,
-                                    defaults=defaults,
-                                    actor=actor,
-                                    write=not report.rejected,
-                                    strict=True,
+                                await connection.run_sync(
+                                    functools.partial(
+                                        _apply_batch,
+                                        rows=batch.rows,
+                                        defaults=defaults,
+                                        actor=actor,
+                                        write=not report.rejected,
+                                        strict=True,
+                                        channel=channel,
+                                    )
                                 )
                             )
                         if progress is not None:
@@ -533,13 +539,16 @@ async def import_customers(
                     if batch.rows:
                         async with connection.begin():
                             count(
-                                await _apply_batch(
-                                    connection,
-                                    batch.rows,
-                                    defaults=defaults,
-                                    actor=actor,
-                                    write=True,
-                                    strict=False,
+                                await connection.run_sync(
+                                    functools.partial(
+                                        _apply_batch,
+                                        rows=batch.rows,
+                                        defaults=defaults,
+                                        actor=actor,
+                                        write=True,
+                                        strict=False,
+                                        channel=channel,
+                                    )
                                 )
                             )
                     if progress is not None:
@@ -548,6 +557,46 @@ async def import_customers(
         batches.close()
     report.rejected.sort(key=lambda error: error.line)
     return report
+
+
+# --- one customer at a time (the HTTP API) -------------------------------------------------
+
+
+class InvalidCustomer(ValueError):
+    """A customer that breaks the import rules; the message says which field and why."""
+
+
+def apply_customer(
+    connection: Connection,
+    values: dict[str, str],
+    *,
+    default_region: str,
+    default_language: str,
+    default_timezone: str,
+    actor: str,
+    channel: str,
+) -> str:
+    """Create or update one customer by the same rules as a row of the import: ``values`` maps
+    column names (required and optional, as in the CSV) to their text. Returns "created",
+    "updated" or "unchanged"; raises InvalidCustomer without writing anything."""
+    defaults = _Defaults(default_region, default_language, default_timezone)
+    columns = list(values)
+    unknown = [name for name in columns if name not in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)]
+    if unknown:
+        raise InvalidCustomer(f"unknown field(s) {', '.join(unknown)}")
+    missing = [name for name in REQUIRED_COLUMNS if name not in values]
+    if missing:
+        raise InvalidCustomer("; ".join(f"{name} is empty" for name in missing))
+    parsed = _parse_row(1, [values[name] for name in columns], columns, defaults)
+    if isinstance(parsed, RowError):
+        raise InvalidCustomer(parsed.reason)
+    outcome = _apply_batch(
+        connection, [parsed], defaults=defaults, actor=actor[:_ACTOR_LIMIT], write=True, strict=True,
+        channel=channel,
+    )
+    if outcome.errors:
+        raise InvalidCustomer(outcome.errors[0].reason)
+    return "created" if outcome.created else "updated" if outcome.updated else "unchanged"
 
 
 # --- the CLI verb ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from smsline import metrics
 from smsline.api.app import create_app
+from smsline.api.context import ApiContext
 from smsline.config import Settings, SmscSettings
 from smsline.db.engine import Database
 from smsline.line.credentials import CredentialIssuer
@@ -27,6 +28,8 @@ from smsline.line.inbound import InboundWriter
 from smsline.line.outbox import Kind, OutboxItem
 from smsline.line.requests import RequestProcessor
 from smsline.logs import configure_logging
+from smsline.notify.callbacks import CallbackSender
+from smsline.notify.service_key import service_key
 from smsline.smpp.connector import Connector
 from smsline.smpp.simulator import Simulator
 from smsline.smpp.simulator_http import create_app as create_simulator_app
@@ -61,6 +64,13 @@ class Service:
         self._servers: list[EmbeddedServer] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self.worker_id = worker_id()
+        self._service_key: bytes | None = None
+
+    def service_key(self) -> bytes:
+        """The secret key callback signatures derive from (read or made once)."""
+        if self._service_key is None:
+            self._service_key = service_key(self.settings)
+        return self._service_key
 
     # -- start / stop -------------------------------------------------------------------------
 
@@ -101,14 +111,17 @@ class Service:
             prepare={Kind.CREDENTIALS: self.credentials.issue},
             answer_requests=self.processor.answer,
         )
+        self.callbacks = CallbackSender(self.db, s, service_key=self.service_key)
+        self.api = ApiContext(self.db, s, on_queued=self.dispatcher.wake)
         await self.dispatcher.recover()
         self._spawn(self.inbound.run(), "inbound")
         self._spawn(self.dispatcher.run(), "dispatcher")
         self._spawn(self.processor.run(), "requests")
+        self._spawn(self.callbacks.run(), "callbacks")
         for c in self.connectors:
             c.start()
         if self.http:
-            self.http_port = await self._serve_http(create_app(self), s.http_host, s.http_port)
+            self.http_port = await self._serve_http(create_app(self, self.api), s.http_host, s.http_port)
 
     def _on_acks(self, items: list[OutboxItem]) -> None:
         self.dispatcher.push(items)
@@ -138,6 +151,7 @@ class Service:
         await asyncio.gather(*(c.stop() for c in self.connectors), return_exceptions=True)
         self.processor.stop()
         self.inbound.stop()
+        self.callbacks.stop()
         for server in self._servers:
             server.should_exit = True
         _, stuck = await asyncio.wait(self._tasks, timeout=10)
@@ -146,6 +160,7 @@ class Service:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.credentials.close()
+        self.api.close()
         if self.simulator is not None and self.owns_simulator:
             await self.simulator.stop()
         await self.db.dispose()
@@ -211,7 +226,7 @@ def _banner(service: Service, console: Console) -> None:
     if service.http_port:
         console.print(
             f"HTTP: http://{s.http_host}:{service.http_port} "
-            f"(/healthz, /readyz, /metrics)"
+            f"(API docs /api/docs; /healthz, /readyz, /metrics)"
         )
     console.print("Stop with Ctrl-C.")
 
@@ -243,7 +258,7 @@ def run_service(settings: Settings) -> None:
     configure_logging(
         settings.log_level,
         settings.log_format,
-        secrets=[settings.smsc_password.get_secret_value()]
+        secrets=[settings.smsc_password.get_secret_value(), settings.secret_key.get_secret_value()]
         + [b.password.get_secret_value() for b in settings.smsc],
     )
     try:

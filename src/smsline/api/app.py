@@ -1,4 +1,5 @@
-"""The HTTP side of `smsline serve`: health, readiness and Prometheus metrics."""
+"""The HTTP side of `smsline serve`: health, readiness, Prometheus metrics and — given an
+ApiContext — the public API under ``/api/v1`` (OpenAPI at ``/api/openapi.json``)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,34 @@ from typing import Protocol
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from smsline.api import customers, messages, notifications, portal, templates
+from smsline.api.context import ApiContext
+from smsline.api.problems import install_problem_handlers
+
+DESCRIPTION = """\
+The SMS service of the customer-support system. Other systems text customers through
+`POST /api/v1/notifications`.
+
+Every endpoint takes an API token (`Authorization: Bearer <token>`, made with
+`smsline tokens create`) with the scope it names. Errors are RFC 9457 problem details
+(`application/problem+json`) with a stable `type`.
+"""
+
 
 class Readiness(Protocol):
     def readiness(self) -> dict[str, object]: ...
 
 
-def create_app(service: Readiness) -> FastAPI:
+def create_app(service: Readiness, api: ApiContext | None = None) -> FastAPI:
     app = FastAPI(
         title="smsline",
+        version="1",
+        description=DESCRIPTION,
         openapi_url="/api/openapi.json",
         docs_url="/api/docs",
         redoc_url=None,
     )
+    install_problem_handlers(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -35,4 +52,8 @@ def create_app(service: Readiness) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    if api is not None:
+        app.state.api = api
+        for module in (notifications, messages, templates, customers, portal):
+            app.include_router(module.router)
     return app

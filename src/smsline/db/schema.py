@@ -80,6 +80,7 @@ customers = Table(
     Column("password_must_change", Boolean, nullable=False, server_default="0"),
     Column("created_at", Time, nullable=False),
     Column("updated_at", Time, nullable=False),
+    Index(None, "login"),  # the portal verifies by login
 )
 
 customer_tags = Table(
@@ -222,4 +223,61 @@ receipts = Table(
     Column("dedupe_key", String(64), nullable=False),
     Index(None, "smsc_message_id", "smsc"),
     Index(None, "dedupe_key"),
+)
+
+# API tokens of the systems that call smsline. Only a hash of each token is kept.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("public_id", String(16), nullable=False, unique=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("scopes", String(500), nullable=False),  # space-separated
+    Column("rate_limit", Integer),  # requests per second; NULL: the configured default
+    Column("created_at", Time, nullable=False),
+    Column("revoked_at", Time),
+)
+
+# Notification templates: an English and a Russian text with declared parameters.
+templates = Table(
+    "templates",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("text_en", Text, nullable=False),
+    Column("text_ru", Text, nullable=False),
+    Column("parameters", String(1000), nullable=False),  # space-separated
+    Column("sample", Text),  # JSON object of sample values
+    Column("essential", Boolean, nullable=False, server_default="0"),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+    Column("updated_by", String(128), nullable=False),
+)
+
+# Notifications asked for through the API: one row per (token, idempotency key), holding the
+# first answer (replayed for a repeated key) and the state of the status callback.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("token", Id, ForeignKey("api_tokens.id"), nullable=False),
+    Column("idempotency_key", String(255), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("customer", Id, ForeignKey("customers.id")),
+    Column("template", String(64)),
+    Column("message", Id, ForeignKey("outbox.id")),
+    Column("status", String(16), nullable=False),  # queued | suppressed
+    Column("reason", String(32)),
+    Column("response_code", SmallInteger, nullable=False),
+    Column("response", Text, nullable=False),  # JSON
+    Column("status_callback", Text),
+    Column("callback_state", String(16)),  # pending | done | failed; NULL: no callback
+    Column("callback_attempts", SmallInteger, nullable=False, server_default="0"),
+    Column("callback_next_at", Time),
+    Column("callback_error", String(200)),
+    Column("created_at", Time, nullable=False),
+    UniqueConstraint("token", "idempotency_key"),
+    Index(None, "callback_state", "callback_next_at"),
+    Index(None, "message"),
 )

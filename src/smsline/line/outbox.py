@@ -25,6 +25,7 @@ class Kind:
     RESULT = "result"
     CREDENTIALS = "credentials"  # text is stored masked; the clear text is made at send time
     DIRECT = "direct"
+    NOTIFICATION = "notification"  # queued through the notifications API
 
 
 def outbox_row(

@@ -1,0 +1,69 @@
+"""What the API's endpoints work with: the database, the settings, who to tell about new
+messages, and the in-memory state of authentication and rate limiting."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from smsline.config import Settings
+from smsline.db.engine import Database
+from smsline.domain.rates import SlidingWindow, TokenBucket
+from smsline.notify.portal import PortalPasswords
+from smsline.notify.tokens import TokenInfo
+
+TOKEN_CACHE_SECONDS = 5.0  # a revoked token stops working within this time
+
+
+@dataclass(slots=True)
+class CachedToken:
+    info: TokenInfo | None
+    until: float
+
+
+@dataclass
+class ApiContext:
+    db: Database
+    settings: Settings
+    on_queued: Callable[[], None] = lambda: None  # new outbox rows: wake the dispatcher
+    tokens: dict[str, CachedToken] = field(default_factory=dict)
+    buckets: dict[int, TokenBucket] = field(default_factory=dict)
+    logins: dict[str, SlidingWindow] = field(default_factory=dict)
+    portal: PortalPasswords | None = None
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        if self.portal is None:
+            self.portal = PortalPasswords(self.db)
+
+    def passwords(self) -> PortalPasswords:
+        assert self.portal is not None
+        return self.portal
+
+    def throttle_token(self, token: TokenInfo) -> float:
+        """0.0 when the token may make a request now, else the seconds to wait."""
+        bucket = self.buckets.get(token.id)
+        rate = float(token.rate_limit) if token.rate_limit else self.settings.api_rate_limit
+        burst = (
+            max(self.settings.api_rate_burst, int(rate)) if token.rate_limit else self.settings.api_rate_burst
+        )
+        if bucket is None or bucket.rate != rate:
+            bucket = self.buckets[token.id] = TokenBucket(rate, burst)
+        return bucket.take(self.clock())
+
+    def throttle_login(self, login: str) -> float:
+        """0.0 when the portal may try this login now, else the seconds to wait."""
+        now = self.clock()
+        key = login.strip().lower()
+        window = self.logins.get(key)
+        if window is None:
+            if len(self.logins) > 10_000:
+                for stale in [k for k, w in self.logins.items() if w.idle(now)]:
+                    del self.logins[stale]
+            window = self.logins[key] = SlidingWindow(self.settings.portal_attempts_per_minute, 60.0)
+        return window.take(now)
+
+    def close(self) -> None:
+        if self.portal is not None:
+            self.portal.close()

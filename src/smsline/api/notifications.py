@@ -1,0 +1,196 @@
+"""``POST /api/v1/notifications``: text a customer from a template (or a literal text)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+
+from smsline.api.auth import Context, require
+from smsline.api.problems import FieldError, ProblemError, responses
+from smsline.domain.msisdn import InvalidMsisdn, normalise_msisdn
+from smsline.domain.segments import count_segments
+from smsline.domain.templates import MAX_TEXT_LENGTH, MAX_VALUE_LENGTH, TEMPLATE_NAME
+from smsline.notify.notifications import Answer, NotificationRequest, Refusal, queue_notification
+from smsline.notify.tokens import TokenInfo
+
+router = APIRouter(prefix="/api/v1", tags=["notifications"])
+
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+ParameterValue = Annotated[str, Field(max_length=MAX_VALUE_LENGTH)] | int | float
+
+
+class NotificationIn(BaseModel):
+    """Who to text and what: a customer (by ``customer_id`` or ``phone``) and a ``template``
+    with its ``parameters`` — or, with the scope ``notifications:send_text``, a literal ``text``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer_id": "C-1001",
+                    "template": "card_ready",
+                    "parameters": {"last4": "4242"},
+                    "status_callback": "https://crm.example.com/smsline/status",
+                }
+            ]
+        },
+    )
+
+    customer_id: str | None = Field(default=None, min_length=1, max_length=64)
+    phone: str | None = Field(
+        default=None, min_length=1, max_length=32, description="any usual form; read as E.164"
+    )
+    template: str | None = Field(default=None, min_length=1, max_length=64)
+    parameters: dict[str, ParameterValue] = Field(default_factory=dict)
+    text: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT_LENGTH)
+    status_callback: HttpUrl | None = Field(
+        default=None, description="where to POST the message's final status (signed)"
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _template_name(cls, value: str | None) -> str | None:
+        if value is not None and not TEMPLATE_NAME.fullmatch(value):
+            raise ValueError("is not a template name (lower-case letters, digits, '_', '-', '.')")
+        return value
+
+    @field_validator("text")
+    @classmethod
+    def _sendable(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not value.strip():
+                raise ValueError("is blank")
+            count_segments(value)  # raises ValueError for a text no SMS can carry
+        return value
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> NotificationIn:
+        if (self.customer_id is None) == (self.phone is None):
+            raise ValueError("give exactly one of customer_id and phone")
+        if (self.template is None) == (self.text is None):
+            raise ValueError("give exactly one of template and text")
+        if self.text is not None and self.parameters:
+            raise ValueError("parameters go with a template, not with a literal text")
+        return self
+
+
+class NotificationOut(BaseModel):
+    message_id: int | None = Field(
+        description="the message to follow at /api/v1/messages/{id}; null when suppressed"
+    )
+    status: Literal["queued", "suppressed"]
+    reason: Literal["opted_out", "unknown_customer"] | None = None
+    detail: str | None = None
+    customer_id: str | None
+    phone: str | None
+    template: str | None
+    essential: bool
+    language: Literal["en", "ru"] | None
+    encoding: Literal["gsm7", "ucs2"] | None
+    segments: int | None
+    created_at: str
+
+
+_REFUSAL_FIELDS = {"unknown-template": "body.template", "text-too-long": "body.text"}
+
+
+def _refused(refusal: Refusal) -> ProblemError:
+    if refusal.problems:
+        errors = [FieldError(field=f"body.{p.field}", message=p.message) for p in refusal.problems]
+    elif refusal.kind in _REFUSAL_FIELDS:
+        errors = [FieldError(field=_REFUSAL_FIELDS[refusal.kind], message=refusal.detail)]
+    else:
+        errors = [FieldError(field="header.idempotency-key", message=refusal.detail)]
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+    return ProblemError(refusal.kind, detail, errors=errors)
+
+
+@router.post(
+    "/notifications",
+    status_code=202,
+    response_model=NotificationOut,
+    summary="Text a customer",
+    responses={
+        200: {"model": NotificationOut, "description": "Suppressed: no SMS (see `reason`)."},
+        202: {"description": "Queued: the SMS will be sent; follow it by `message_id`."},
+        **responses(400, 401, 403, 422, 429),
+    },
+)
+async def send_notification(
+    body: NotificationIn,
+    context: Context,
+    token: Annotated[TokenInfo, Depends(require("notifications:send"))],
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="unique per notification (e.g. a UUID); a retry with the same key and "
+            "body gets the first answer and never a second SMS",
+        ),
+    ] = None,
+) -> JSONResponse:
+    if idempotency_key is None:
+        raise ProblemError(
+            "idempotency-key-missing",
+            "send an Idempotency-Key header (e.g. a UUID) so that a retry never sends twice",
+            errors=[FieldError(field="header.idempotency-key", message="is required")],
+        )
+    if not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise ProblemError(
+            "validation-failed",
+            "header.idempotency-key: 1 to 255 printable ASCII characters without spaces",
+            errors=[
+                FieldError(
+                    field="header.idempotency-key",
+                    message="must be 1 to 255 printable ASCII characters without spaces",
+                )
+            ],
+        )
+    if body.text is not None and "notifications:send_text" not in token.scopes:
+        raise ProblemError(
+            "forbidden", f"the API token {token.name!r} lacks the scope 'notifications:send_text'"
+        )
+    phone: str | None = None
+    if body.phone is not None:
+        try:
+            phone = normalise_msisdn(body.phone, context.settings.default_region)
+        except InvalidMsisdn as exc:
+            raise ProblemError(
+                "validation-failed",
+                f"body.phone: {exc}",
+                errors=[FieldError(field="body.phone", message=str(exc))],
+            ) from None
+    request = NotificationRequest(
+        token=token.id,
+        idempotency_key=idempotency_key,
+        customer_id=body.customer_id,
+        phone=phone,
+        template=body.template,
+        parameters={name: _text_of(value) for name, value in body.parameters.items()},
+        text=body.text,
+        status_callback=str(body.status_callback) if body.status_callback is not None else None,
+    )
+    settings = context.settings
+    outcome: Answer | Refusal = await context.db.run(
+        lambda conn: queue_notification(conn, request, settings, dt.datetime.now(dt.UTC))
+    )
+    if isinstance(outcome, Refusal):
+        raise _refused(outcome)
+    if outcome.queued and not outcome.replayed:
+        context.on_queued()
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+    return JSONResponse(outcome.body, status_code=outcome.code, headers=headers)
+
+
+def _text_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

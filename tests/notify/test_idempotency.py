@@ -1,0 +1,82 @@
+"""Two transactions queueing a notification under one key at the same moment: exactly one SMS.
+
+The first transaction stays open while the second starts; on PostgreSQL the test waits until the
+second is seen blocked on the first (in pg_stat_activity) before letting the first commit, so the
+second really did get past its look-up of the key and relies on the unique constraint."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from pydantic import SecretStr
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from smsline.config import Settings
+from smsline.db.schema import notifications, outbox
+from smsline.notify.notifications import Answer, NotificationRequest, queue_notification
+from smsline.notify.tokens import create_token
+from tests.line.conftest import add_customer, eventually
+
+
+async def test_the_loser_of_a_race_answers_what_the_winner_answered(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    settings = Settings(database_url=database_url, secret_key=SecretStr("k"))
+    await add_customer(engine, customer_id="C-1", phone="+79161234567")
+    async with engine.begin() as conn:
+        token = await conn.run_sync(
+            lambda c: create_token(c, "crm", ["notifications:send"], service_key=b"k")
+        )
+    request = NotificationRequest(
+        token=token.info.id,
+        idempotency_key="k-1",
+        customer_id="C-1",
+        phone=None,
+        template=None,
+        parameters={},
+        text="Your branch is closed on Monday.",
+        status_callback=None,
+    )
+
+    def queue(conn: Connection) -> Answer:
+        answer = queue_notification(conn, request, settings, dt.datetime.now(dt.UTC))
+        assert isinstance(answer, Answer)
+        return answer
+
+    first_conn = await engine.connect()
+    try:
+        await first_conn.begin()
+        first = await first_conn.run_sync(queue)
+
+        async def second_transaction() -> Answer:
+            async with engine.begin() as conn:
+                return await conn.run_sync(queue)
+
+        second_task = asyncio.ensure_future(second_transaction())
+        if engine.dialect.name == "postgresql":
+
+            async def second_is_blocked() -> bool:
+                async with engine.connect() as probe:
+                    waiting = await probe.scalar(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                        )
+                    )
+                return bool(waiting)
+
+            await eventually(second_is_blocked)
+        await first_conn.commit()
+    finally:
+        await first_conn.close()
+    second = await second_task
+
+    assert first.code == second.code == 202
+    assert second.body == first.body
+    assert second.replayed
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(outbox)) == 1
+        assert await conn.scalar(select(func.count()).select_from(notifications)) == 1
