@@ -16,6 +16,7 @@ from sqlalchemy import func, insert, select
 from smsline.config import SmscSettings
 from smsline.db.engine import create_oneshot_engine
 from smsline.db.schema import outbox
+from smsline.line.dispatcher import UNRECORDED_PER_WINDOW_SLOT
 from smsline.line.outbox import Kind, Priority, outbox_row
 from smsline.smpp.simulator import Simulator
 from tests.line.conftest import eventually
@@ -23,7 +24,8 @@ from tests.test_serve import SMSLINE, free_port
 
 COUNT = 1500
 WINDOW = SmscSettings().window  # the default window of the one bind `serve` makes from the env
-DUPLICATE_BOUND = 2 * WINDOW  # README, "Delivery guarantees": in flight + answered, not recorded
+# README, "Delivery guarantees": in flight (the window) + answered but not yet recorded (4 × it).
+DUPLICATE_BOUND = (1 + UNRECORDED_PER_WINDOW_SLOT) * WINDOW
 
 
 @asynccontextmanager

@@ -52,6 +52,7 @@ LEASE_SECONDS = 60.0
 RENEW_EVERY = 15.0
 POLL_EVERY = 1.0
 RETRY_DELAY_MAX = 300.0
+UNRECORDED_PER_WINDOW_SLOT = 4
 RECORD_RETRY_AFTER = 0.5
 Prepare = Callable[[OutboxItem], Awaitable[str]]
 AnswerRequests = Callable[[Connection, list[int], dt.datetime], list[OutboxItem]]
@@ -114,7 +115,7 @@ class Dispatcher:
         self._refs = itertools.count(int(time.time()) & 0xFF)
         # At most this many answered submits wait to be recorded: with the binds' windows, this
         # bounds the messages a crash can leave sent but not recorded (sent again at restart).
-        self._record_cap = sum(c.settings.window for c in self.connectors) or 1
+        self._record_cap = UNRECORDED_PER_WINDOW_SLOT * (sum(c.settings.window for c in self.connectors) or 1)
         self._stopping = False
         self._more_queued = True
         for c in self.connectors:
