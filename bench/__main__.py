@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from bench import codec, notifications, requests_by_sms
+from bench import codec, link, notifications, requests_by_sms
 from bench.report import facts, heading, machine_facts
 
 
@@ -28,6 +28,7 @@ class Suite:
 SUITES = [
     Suite(requests_by_sms.NAME, requests_by_sms.MEASUREMENTS, requests_by_sms.run),
     Suite(notifications.NAME, notifications.MEASUREMENTS, notifications.run),
+    Suite(link.NAME, link.MEASUREMENTS, link.run),
     Suite(codec.NAME, codec.MEASUREMENTS, codec.suite),
 ]
 

@@ -181,8 +181,9 @@ class Dispatcher:
             log.warning("%d messages were in flight at the last stop; queued again", count)
 
     def _capacity(self) -> int:
+        # Enough claimed rows to keep every window full for longer than a claim takes.
         windows = sum(c.settings.window for c in self.connectors)
-        return max(64, windows * 4)
+        return max(256, windows * 16)
 
     async def _fill_loop(self) -> None:
         while not self._stopping:
