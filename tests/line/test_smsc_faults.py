@@ -164,47 +164,41 @@ async def test_ten_thousand_messages_through_link_drops_and_throttling_arrive_on
     # tested above.)
 
 
-@pytest.mark.parametrize("settings_overrides", [{"send_max_attempts": 3, "send_retry_delay": 0.05}])
-async def test_a_message_that_keeps_failing_gives_up_with_the_reason(
-    database_url: str, simulator: Simulator, settings_overrides: dict[str, Any]
-) -> None:
-    settings = service_settings(database_url, simulator.port, **settings_overrides)
+async def fail_every_submit(database_url: str, simulator: Simulator, **overrides: Any) -> tuple[int, str]:
+    """Send one text while the SMSC answers every submit_sm with ESME_RSYSERR (a transient error);
+    wait for the message to fail and return its attempts and error."""
+    settings = service_settings(database_url, simulator.port, send_retry_delay=0.05, **overrides)
     simulator.set_faults(error_fraction=1.0, error_status=pdus.ESME_RSYSERR)
     async with running(settings, http=False) as service:
         await service.wait_bound(10)
-        assert service.engine is not None
-        await send_text(service.engine, settings, "+79161234567", "Your card is ready")
+        engine = service.engine
+        assert engine is not None
+        await send_text(engine, settings, "+79161234567", "Your card is ready")
         service.dispatcher.wake()
 
         async def settled() -> bool:
-            return (await statuses(service.engine)) == Counter({"failed": 1})  # type: ignore[arg-type]
+            return (await statuses(engine)) == Counter({"failed": 1})
 
         await eventually(settled, timeout=20)
-        async with service.engine.connect() as conn:
+        async with engine.connect() as conn:
             row = (await conn.execute(select(outbox.c.attempts, outbox.c.error))).one()
-    assert row.attempts == 3
-    assert row.error.startswith("gave up after 3 attempts: ESME_RSYSERR")
-    assert len(simulator.refused) == 3  # tried exactly three times, then left alone
     assert simulator.messages == []
+    return int(row.attempts), str(row.error)
+
+
+async def test_a_message_that_keeps_failing_gives_up_with_the_reason(
+    database_url: str, simulator: Simulator
+) -> None:
+    attempts, error = await fail_every_submit(database_url, simulator, send_max_attempts=3)
+    assert attempts == 3
+    assert error.startswith("gave up after 3 attempts: ESME_RSYSERR")
+    assert len(simulator.refused) == 3  # tried exactly three times, then left alone
 
 
 async def test_a_message_past_its_validity_is_not_retried(database_url: str, simulator: Simulator) -> None:
-    settings = service_settings(
-        database_url, simulator.port, send_validity_seconds=0.5, send_retry_delay=0.05, send_max_attempts=1000
+    _, error = await fail_every_submit(
+        database_url, simulator, send_validity_seconds=0.5, send_max_attempts=1000
     )
-    simulator.set_faults(error_fraction=1.0, error_status=pdus.ESME_RSYSERR)
-    async with running(settings, http=False) as service:
-        await service.wait_bound(10)
-        assert service.engine is not None
-        await send_text(service.engine, settings, "+79161234567", "Your card is ready")
-        service.dispatcher.wake()
-
-        async def settled() -> bool:
-            return (await statuses(service.engine)) == Counter({"failed": 1})  # type: ignore[arg-type]
-
-        await eventually(settled, timeout=20)
-        async with service.engine.connect() as conn:
-            error = (await conn.execute(select(outbox.c.error))).scalar_one()
     assert error.startswith("gave up after its validity period passed: ESME_RSYSERR")
     assert 2 <= len(simulator.refused) < 1000
 
@@ -240,12 +234,13 @@ async def test_with_two_binds_sending_goes_on_while_one_is_down(database_url: st
     try:
         async with running(settings, http=False) as service:
             await service.wait_bound(10)
-            assert service.engine is not None
-            await queue_texts(service.engine, [f"Spread {i}" for i in range(200)])
+            engine = service.engine
+            assert engine is not None
+            await queue_texts(engine, [f"Spread {i}" for i in range(200)])
             service.dispatcher.wake()
 
             async def all_delivered() -> bool:
-                return (await statuses(service.engine)) == Counter({"delivered": 200})  # type: ignore[arg-type]
+                return (await statuses(engine)) == Counter({"delivered": 200})
 
             await eventually(all_delivered, timeout=30)
             # The work was spread over both binds.
@@ -255,11 +250,11 @@ async def test_with_two_binds_sending_goes_on_while_one_is_down(database_url: st
             # One SMSC goes away (hung: the bind is given up); the other carries everything.
             first.set_faults(hung=True)
             first.drop_links()
-            await queue_texts(service.engine, [f"Alone {i}" for i in range(100)])
+            await queue_texts(engine, [f"Alone {i}" for i in range(100)])
             service.dispatcher.wake()
 
             async def all_delivered_again() -> bool:
-                return (await statuses(service.engine)) == Counter({"delivered": 300})  # type: ignore[arg-type]
+                return (await statuses(engine)) == Counter({"delivered": 300})
 
             await eventually(all_delivered_again, timeout=30)
             assert Counter(s.text for s in second.messages if s.text.startswith("Alone")) == Counter(
