@@ -249,6 +249,24 @@ async def test_multipart_inbound_is_reassembled_before_matching(
     assert row["text"] == text
 
 
+@pytest.mark.parametrize("long_messages", ["udh8", "udh16", "sar", "payload"])
+@pytest.mark.parametrize("data_coding", [0, 8])
+async def test_long_inbound_is_reassembled_however_the_smsc_carries_it(
+    service: Service, simulator: Simulator, engine: AsyncEngine, long_messages: str, data_coding: int
+) -> None:
+    await add_customer(engine, customer_id="c1", phone=PHONE)
+    text = "client" + " " * 170 + "sms stop"  # longer than one SMS in either encoding
+    delivered_before = len(simulator.deliveries)
+    texts = await exchange(simulator, PHONE, text, data_coding=data_coding, long_messages=long_messages)
+    assert "off" in texts[1].lower()
+    mo_pdus = [d for d in simulator.deliveries[delivered_before:] if d.kind == "mo"]
+    assert len(mo_pdus) == (1 if long_messages == "payload" else 2 if data_coding == 0 else 3)
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(inbound_messages))).mappings().one()
+    assert row["text"] == text
+    assert row["status"] == "request"
+
+
 async def test_long_junk_in_ucs2_is_stored_whole(
     service: Service, simulator: Simulator, engine: AsyncEngine
 ) -> None:

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from smpp.pdu import constants
 from smpp.pdu.pdu_encoding import RegisteredDeliveryEncoder
 
+from smsline.config import LongMessageMode
 from smsline.domain.gsm7 import encode_gsm7, is_gsm7
 from smsline.domain.segments import concat_udh, decode_payload, segment, split_udh
 from smsline.smpp import pdus
@@ -55,7 +56,7 @@ _BIND_TYPES: dict[str, BindType] = {
 _DELIVER_SM_RESP = 0x80000005
 _ENCODING_NAMES = {0: "gsm7", 1: "ascii", 3: "latin1", 8: "ucs2"}
 _SINGLE_OCTETS = 140
-_PART_OCTETS = 134  # 140 less the 6-octet concatenation header
+MO_HEADER_OCTETS: dict[LongMessageMode, int] = {"udh8": 6, "udh16": 7, "sar": 0, "payload": 0}
 _MAX_PARTS = 255
 _registered_delivery = RegisteredDeliveryEncoder()
 
@@ -146,6 +147,8 @@ class _DeliverContent:
     receipted_message_id: str | None = None
     message_state: int | None = None
     user_message_reference: int | None = None  # the handset's TP-MR, new for every SMS it sends
+    sar: pdus.Sar | None = None
+    message_payload: bytes | None = None
 
     def pdu(self) -> Pdu:
         return pdus.deliver_sm(
@@ -159,6 +162,8 @@ class _DeliverContent:
             receipted_message_id=self.receipted_message_id,
             message_state=self.message_state,
             user_message_reference=self.user_message_reference,
+            sar=self.sar,
+            message_payload=self.message_payload,
         )
 
 
@@ -704,9 +709,12 @@ class Simulator:
         *,
         data_coding: int | None = None,
         drop_parts: Collection[int] = (),
+        long_messages: LongMessageMode = "udh8",
     ) -> list[int]:
         """Queue an SMS from a handset (``source``) to ``destination``; returns the part ids.
 
+        A long text goes as the SMSC would pass it on: parts with a concatenation UDH (8- or
+        16-bit reference), parts with SAR TLVs, or one ``deliver_sm`` with ``message_payload``.
         ``drop_parts`` (1-based part numbers) are lost in the network and never delivered."""
         sender = digits(source)
         receiver = digits(destination)
@@ -714,14 +722,25 @@ class Simulator:
             raise ValueError(f"the sender must be a phone number, got {source!r}")
         if not receiver or len(receiver) > 20:
             raise ValueError(f"the destination must be a number or short code, got {destination!r}")
-        coding, payloads = _encode_mo(text, data_coding)
+        coding, payloads = _encode_mo(text, data_coding, MO_HEADER_OCTETS[long_messages])
+        sars: list[pdus.Sar | None] = [None] * len(payloads)
+        message_payload: bytes | None = None
+        udhi = False
         if len(payloads) > 1:
-            self._mo_reference = (self._mo_reference + 1) % 256
+            self._mo_reference = (self._mo_reference + 1) % (256 if long_messages == "udh8" else 65536)
             reference = self._mo_reference
-            payloads = [
-                concat_udh(reference, len(payloads), index) + payload
-                for index, payload in enumerate(payloads, start=1)
-            ]
+            total = len(payloads)
+            if long_messages in ("udh8", "udh16"):
+                udhi = True
+                payloads = [
+                    concat_udh(reference, total, index, sixteen_bit=long_messages == "udh16") + payload
+                    for index, payload in enumerate(payloads, start=1)
+                ]
+            elif long_messages == "sar":
+                sars = [pdus.Sar(reference, total, index) for index in range(1, total + 1)]
+            else:
+                message_payload = b"".join(payloads)
+                payloads, sars = [b""], [None]
         ids = [
             self._enqueue(
                 "mo",
@@ -731,13 +750,15 @@ class Simulator:
                     destination=receiver,
                     data_coding=coding,
                     short_message=payload,
-                    udhi=len(payloads) > 1,
+                    udhi=udhi,
+                    sar=sar,
+                    message_payload=message_payload,
                     user_message_reference=self._next_mr(sender),
                 ),
                 system_id=None,
                 delay=0.0,
             )
-            for number, payload in enumerate(payloads, start=1)
+            for number, (payload, sar) in enumerate(zip(payloads, sars, strict=True), start=1)
             if number not in drop_parts
         ]
         log.info("MO queued in %d part(s); %d deliveries queued", len(ids), len(self._queue))
@@ -928,12 +949,13 @@ def _user_data(record: SubmittedPdu) -> bytes:
     return body
 
 
-def _encode_mo(text: str, data_coding: int | None) -> tuple[int, list[bytes]]:
-    """Encode an MO text as a handset would, split into parts without their UDH."""
+def _encode_mo(text: str, data_coding: int | None, header_octets: int) -> tuple[int, list[bytes]]:
+    """Encode an MO text as a handset would, split into parts without their UDH (each part
+    leaves room for ``header_octets`` of it)."""
     if data_coding is None or data_coding == 0:
         if data_coding == 0 and not is_gsm7(text):
             raise ValueError("the text has characters outside the GSM 03.38 alphabet (data_coding 0)")
-        segmentation = segment(text)
+        segmentation = segment(text, header_octets=header_octets)
         if segmentation.count > _MAX_PARTS:
             raise ValueError(f"the text takes {segmentation.count} SMS; at most {_MAX_PARTS}")
         return segmentation.data_coding, list(segmentation.parts)
@@ -953,7 +975,7 @@ def _encode_mo(text: str, data_coding: int | None) -> tuple[int, list[bytes]]:
     parts: list[bytes] = []
     current = bytearray()
     for piece in pieces:
-        if len(current) + len(piece) > _PART_OCTETS:
+        if len(current) + len(piece) > _SINGLE_OCTETS - header_octets:
             parts.append(bytes(current))
             current = bytearray()
         current += piece
