@@ -68,6 +68,13 @@ class Outcome:
     at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
 
+# What the dispatcher needs of a claimed row: every other column would only be fetched and converted.
+CLAIMED_COLUMNS = (
+    outbox.c.id, outbox.c.priority, outbox.c.kind, outbox.c.sender, outbox.c.destination, outbox.c.text,
+    outbox.c.language, outbox.c.customer, outbox.c.request, outbox.c.attempts, outbox.c.queued_at,
+)
+
+
 def worker_is_gone(worker: str) -> bool:
     """Whether a worker id (``host:pid:nonce``) names a process of this machine that has ended."""
     host, _, rest = worker.partition(":")
@@ -229,7 +236,7 @@ class Dispatcher:
                     claimed_until=now + dt.timedelta(seconds=LEASE_SECONDS),
                     sending_at=now,
                 )
-                .returning(*outbox.c)
+                .returning(*CLAIMED_COLUMNS)
             )
             return [OutboxItem.from_row(dict(r)) for r in rows.mappings()]
 
