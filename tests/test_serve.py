@@ -86,3 +86,19 @@ async def test_serve_with_the_built_in_simulator_answers_a_demo_customer(
     assert "built-in SMSC simulator" in banner
     assert 'smsline mo +79161234567 "CLIENT info"' in banner
     assert "password: " not in banner.replace('"CLIENT info"', "")
+
+
+async def test_serve_on_a_database_never_migrated_says_what_to_do(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "SMSLINE_DATABASE_URL": f"sqlite:///{tmp_path / 'new.db'}",
+        "SMSLINE_HTTP_PORT": str(free_port()),
+        "SMSLINE_SIMULATOR_PORT": str(free_port()),
+        "SMSLINE_SIMULATOR_HTTP_PORT": str(free_port()),
+    }
+    env.pop("SMSLINE_CONFIG", None)
+    code, out = await run("serve", env=env)
+    assert code == 2
+    assert "never migrated" in out
+    assert "smsline db upgrade" in out
+    assert "Traceback" not in out

@@ -21,7 +21,8 @@ from smsline import metrics
 from smsline.api.app import create_app
 from smsline.api.context import ApiContext
 from smsline.config import Settings, SmscSettings
-from smsline.db.engine import Database
+from smsline.db.engine import Database, create_oneshot_engine
+from smsline.db.migrate import current_revision, head_revision
 from smsline.line.credentials import CredentialIssuer
 from smsline.line.dispatcher import Dispatcher
 from smsline.line.inbound import InboundWriter
@@ -231,7 +232,28 @@ def _banner(service: Service, console: Console) -> None:
     console.print("Stop with Ctrl-C.")
 
 
+class DatabaseNotMigrated(RuntimeError):
+    pass
+
+
+async def check_migrated(url: str) -> None:
+    """Refuse to run on a database the migrations have not brought to this version."""
+    engine = create_oneshot_engine(url)
+    try:
+        async with engine.connect() as conn:
+            current = await conn.run_sync(current_revision)
+    finally:
+        await engine.dispose()
+    head = head_revision()
+    if current != head:
+        found = f"at revision {current}" if current else "empty (never migrated)"
+        raise DatabaseNotMigrated(
+            f"the database is {found}; this smsline needs revision {head}: run `smsline db upgrade`"
+        )
+
+
 async def _serve(settings: Settings) -> None:
+    await check_migrated(settings.database_url)
     service = Service(settings)
     await service.start()
     _banner(service, Console())
@@ -262,8 +284,12 @@ def run_service(settings: Settings) -> None:
         + [b.password.get_secret_value() for b in settings.smsc],
     )
     try:
-        import uvloop
-
-        uvloop.run(_serve(settings))
-    except ImportError:
-        asyncio.run(_serve(settings))
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(_serve(settings))
+        else:
+            uvloop.run(_serve(settings))
+    except DatabaseNotMigrated as exc:
+        Console(stderr=True).print(f"[red]Cannot start:[/red] {exc}")
+        raise SystemExit(2) from None
