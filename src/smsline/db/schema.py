@@ -7,6 +7,7 @@ INTEGER (rowid aliases) on SQLite.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import (
@@ -48,6 +49,39 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
             return None
         assert isinstance(value, dt.datetime)
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+    # On SQLite the value goes in and out as the text SQLAlchemy's DATETIME uses
+    # ("2026-01-02 03:04:05.000006"); doing that in one step instead of two is a measurable
+    # share of the database thread's time.
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def to_text(value: dt.datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column")
+            if value.utcoffset():
+                value = value.astimezone(dt.UTC)
+            return (
+                f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+                f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
+            )
+
+        return to_text
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        def from_text(value: str | None) -> dt.datetime | None:
+            if value is None:
+                return None
+            return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+
+        return from_text
 
 
 Id = BigInteger().with_variant(Integer(), "sqlite")
