@@ -77,21 +77,60 @@ def id_bases(settings: Settings) -> dict[str, IdBase]:
     return {bind.name: bind.id_base for bind in settings.smsc_binds()}
 
 
+# The hot statements, built once (building and keying a statement per call costs more than
+# running it).
+_SEEN = select(receipts.c.dedupe_key).where(receipts.c.dedupe_key.in_(bindparam("keys", expanding=True)))
+_SEGMENTS = (
+    select(
+        outbox_segments.c.smsc_message_id, outbox_segments.c.message, outbox_segments.c.seq, outbox.c.segments
+    )
+    .join(outbox, outbox.c.id == outbox_segments.c.message)
+    .where(
+        outbox_segments.c.smsc == bindparam("smsc"),
+        outbox_segments.c.smsc_message_id.in_(bindparam("ids", expanding=True)),
+    )
+)
+_INSERT = insert(receipts)
+_WAITING = (
+    select(
+        receipts.c.id, receipts.c.status, outbox_segments.c.message, outbox_segments.c.seq, outbox.c.segments
+    )
+    .join(
+        outbox_segments,
+        and_(
+            outbox_segments.c.smsc_message_id == receipts.c.smsc_message_id,
+            outbox_segments.c.smsc == receipts.c.smsc,
+        ),
+    )
+    .join(outbox, outbox.c.id == outbox_segments.c.message)
+    .where(receipts.c.message.is_(None), receipts.c.received_at >= bindparam("since"))
+)
+_WAITING_FOR = _WAITING.where(receipts.c.smsc_message_id.in_(bindparam("ids", expanding=True)))
+_MATCHED = (
+    update(receipts)
+    .where(receipts.c.id == bindparam("b_id"))
+    .values(message=bindparam("b_message"), seq=bindparam("b_seq"))
+)
+_SEGMENT_DONE = (
+    update(outbox_segments)
+    .where(outbox_segments.c.message == bindparam("b_message"), outbox_segments.c.seq == bindparam("b_seq"))
+    .values(status=bindparam("b_status"), done_at=bindparam("b_now"))
+)
+_MESSAGE_DONE = (
+    update(outbox)
+    .where(outbox.c.id == bindparam("b_id"), outbox.c.status == "submitted")
+    .values(status=bindparam("b_status"), done_at=bindparam("b_now"))
+)
+WAITING_RECEIPTS_DAYS = 2
+
+
 def record_receipts(
     conn: Connection, incoming: list[ReceiptIn], settings: Settings
 ) -> None:
     lock_receipt_matching(conn)
     now = dt.datetime.now(dt.UTC)
     bases = id_bases(settings)
-    seen = set(
-        (
-            conn.execute(
-                select(receipts.c.dedupe_key).where(
-                    receipts.c.dedupe_key.in_({r.dedupe_key for r in incoming})
-                )
-            )
-        ).scalars()
-    )
+    seen = set(conn.execute(_SEEN, {"keys": list({r.dedupe_key for r in incoming})}).scalars())
     fresh: list[tuple[ReceiptIn, str]] = []
     for r in incoming:
         if r.dedupe_key in seen:
@@ -106,16 +145,7 @@ def record_receipts(
         by_smsc[r.smsc].add(key)
     segments: dict[tuple[str, str], tuple[int, int, int]] = {}
     for smsc, keys in by_smsc.items():
-        rows = conn.execute(
-            select(
-                outbox_segments.c.smsc_message_id,
-                outbox_segments.c.message,
-                outbox_segments.c.seq,
-                outbox.c.segments,
-            )
-            .join(outbox, outbox.c.id == outbox_segments.c.message)
-            .where(outbox_segments.c.smsc == smsc, outbox_segments.c.smsc_message_id.in_(keys))
-        )
+        rows = conn.execute(_SEGMENTS, {"smsc": smsc, "ids": list(keys)})
         for smsc_id, message, seq, total in rows:
             segments[(smsc, smsc_id)] = (message, seq, total)
     changes: list[SegmentChange] = []
@@ -144,7 +174,7 @@ def record_receipts(
                 "dedupe_key": r.dedupe_key,
             }
         )
-    conn.execute(insert(receipts), rows_out)
+    conn.execute(_INSERT, rows_out)
     apply_segment_statuses(conn, changes, now)
 
 
@@ -153,34 +183,15 @@ def match_waiting_receipts(
 ) -> None:
     """Receipts stored before their submit_sm_resp was recorded find their message now
     (all recent waiting ones, or those with the given canonical ids)."""
-    query = (
-        select(
-            receipts.c.id,
-            receipts.c.status,
-            outbox_segments.c.message,
-            outbox_segments.c.seq,
-            outbox.c.segments,
-        )
-        .join(
-            outbox_segments,
-            and_(
-                outbox_segments.c.smsc_message_id == receipts.c.smsc_message_id,
-                outbox_segments.c.smsc == receipts.c.smsc,
-            ),
-        )
-        .join(outbox, outbox.c.id == outbox_segments.c.message)
-        .where(receipts.c.message.is_(None), receipts.c.received_at >= now - dt.timedelta(days=2))
-    )
-    if smsc_ids is not None:
-        query = query.where(receipts.c.smsc_message_id.in_(smsc_ids))
-    found = (conn.execute(query)).all()
+    since = now - dt.timedelta(days=WAITING_RECEIPTS_DAYS)
+    if smsc_ids is None:
+        found = conn.execute(_WAITING, {"since": since}).all()
+    else:
+        found = conn.execute(_WAITING_FOR, {"since": since, "ids": list(smsc_ids)}).all()
     if not found:
         return
     conn.execute(
-        update(receipts)
-        .where(receipts.c.id == bindparam("b_id"))
-        .values(message=bindparam("b_message"), seq=bindparam("b_seq")),
-        [{"b_id": rid, "b_message": message, "b_seq": seq} for rid, _, message, seq, _ in found],
+        _MATCHED, [{"b_id": rid, "b_message": message, "b_seq": seq} for rid, _, message, seq, _ in found]
     )
     apply_segment_statuses(
         conn,
@@ -199,25 +210,14 @@ def apply_segment_statuses(conn: Connection, changes: list[SegmentChange], now: 
     if not final:
         return
     conn.execute(
-        update(outbox_segments)
-        .where(
-            outbox_segments.c.message == bindparam("b_message"),
-            outbox_segments.c.seq == bindparam("b_seq"),
-        )
-        .values(status=bindparam("b_status"), done_at=now),
-        [{"b_message": m, "b_seq": q, "b_status": st} for m, q, st, _ in final],
+        _SEGMENT_DONE, [{"b_message": m, "b_seq": q, "b_status": st, "b_now": now} for m, q, st, _ in final]
     )
     finished = {m: st for m, _, st, total in final if total == 1}
     multipart = {m for m, _, _, total in final if total > 1}
     if multipart:
         finished.update(_settled_multipart(conn, multipart))
     if finished:
-        conn.execute(
-            update(outbox)
-            .where(outbox.c.id == bindparam("b_id"), outbox.c.status == "submitted")
-            .values(status=bindparam("b_status"), done_at=now),
-            [{"b_id": m, "b_status": st} for m, st in finished.items()],
-        )
+        conn.execute(_MESSAGE_DONE, [{"b_id": m, "b_status": st, "b_now": now} for m, st in finished.items()])
         for status in finished.values():
             metrics.messages_final.labels(status=status).inc()
 
