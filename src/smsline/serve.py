@@ -110,7 +110,7 @@ class Service:
             self.connectors,
             worker_id=self.worker_id,
             prepare={Kind.CREDENTIALS: self.credentials.issue},
-            answer_requests=self.processor.answer,
+            answer_requests=self.processor.answer_acknowledged,
         )
         self.callbacks = CallbackSender(self.db, s, service_key=self.service_key)
         self.api = ApiContext(self.db, s, on_queued=self.dispatcher.wake)

@@ -75,6 +75,29 @@ CLAIMED_COLUMNS = (
 )
 
 
+# The hot statements, built once (building and keying a statement per call costs more than
+# running it).
+_SUBMITTED = (
+    update(outbox)
+    .where(outbox.c.id == bindparam("b_id"))
+    .values(
+        status="submitted",
+        submitted_at=bindparam("b_at"),
+        smsc=bindparam("b_smsc"),
+        attempts=outbox.c.attempts + 1,
+        claimed_by=None,
+        claimed_until=None,
+        error=None,
+    )
+)
+_INSERT_SEGMENTS = insert(outbox_segments)
+_ACKNOWLEDGED = (
+    update(requests)
+    .where(requests.c.id.in_(bindparam("ids", expanding=True)), requests.c.status == "received")
+    .values(status="acknowledged", acknowledged_at=bindparam("now"))
+)
+
+
 def worker_is_gone(worker: str) -> bool:
     """Whether a worker id (``host:pid:nonce``) names a process of this machine that has ended."""
     host, _, rest = worker.partition(":")
@@ -505,20 +528,7 @@ class Dispatcher:
         submitted = [o for o in batch if o.status == "submitted"]
         if submitted:
             lock_receipt_matching(conn)
-            conn.execute(
-                update(outbox)
-                .where(outbox.c.id == bindparam("b_id"))
-                .values(
-                    status="submitted",
-                    submitted_at=bindparam("b_at"),
-                    smsc=bindparam("b_smsc"),
-                    attempts=outbox.c.attempts + 1,
-                    claimed_by=None,
-                    claimed_until=None,
-                    error=None,
-                ),
-                [{"b_id": o.item.id, "b_at": o.at, "b_smsc": o.smsc} for o in submitted],
-            )
+            conn.execute(_SUBMITTED, [{"b_id": o.item.id, "b_at": o.at, "b_smsc": o.smsc} for o in submitted])
             segment_rows = [
                 {
                     "message": o.item.id,
@@ -533,16 +543,12 @@ class Dispatcher:
                 for o in submitted
                 for seq, mid in enumerate(o.message_ids, start=1)
             ]
-            conn.execute(insert(outbox_segments), segment_rows)
+            conn.execute(_INSERT_SEGMENTS, segment_rows)
             acks = [o.item.request for o in submitted if o.item.kind == Kind.ACK and o.item.request]
-            if acks:
-                conn.execute(
-                    update(requests)
-                    .where(requests.c.id.in_(acks), requests.c.status == "received")
-                    .values(status="acknowledged", acknowledged_at=now)
-                )
-                if self.answer_requests is not None:
-                    answers = self.answer_requests(conn, acks, now)
+            if acks and self.answer_requests is not None:
+                answers = self.answer_requests(conn, acks, now)  # acknowledged and answered
+            elif acks:
+                conn.execute(_ACKNOWLEDGED, {"ids": acks, "now": now})
             match_waiting_receipts(conn, now, {str(r["smsc_message_id"]) for r in segment_rows})
         retries = [o for o in batch if o.status == "retry"]
         s = self.settings

@@ -131,6 +131,34 @@ def parse_delivery(delivery: Delivery, region: str) -> MoIn | ReceiptIn:
     return mo
 
 
+# The hot statements, built once (building and keying a statement per call costs more than
+# running it).
+_RECENT_KEYS = select(inbound_messages.c.dedupe_key).where(
+    inbound_messages.c.dedupe_key.in_(bindparam("keys", expanding=True)),
+    inbound_messages.c.received_at >= bindparam("since"),
+)
+_CUSTOMERS_BY_PHONE = select(customers.c.id, customers.c.phone, customers.c.language).where(
+    customers.c.phone.in_(bindparam("phones", expanding=True))
+)
+_IS_INFO = requests.c.command == Command.INFO.value
+_RECENT_COUNTS = (
+    select(
+        requests.c.msisdn,
+        func.sum(case((and_(_IS_INFO, requests.c.received_at >= bindparam("hour_ago")), 1), else_=0)),
+        func.sum(case((_IS_INFO, 1), else_=0)),
+        func.count(),
+    )
+    .where(
+        requests.c.msisdn.in_(bindparam("phones", expanding=True)),
+        requests.c.received_at >= bindparam("day_ago"),
+    )
+    .group_by(requests.c.msisdn)
+)
+_INSERT_INBOUND = insert(inbound_messages).returning(inbound_messages.c.id, inbound_messages.c.dedupe_key)
+_INSERT_REQUESTS = insert(requests).returning(requests.c.id, requests.c.inbound)
+_INSERT_ACKS = insert(outbox).returning(outbox.c.id, outbox.c.request)
+
+
 class InboundWriter:
     """Stores deliveries in batches and answers them after the commit."""
 
@@ -298,17 +326,8 @@ class InboundWriter:
         if not mos:
             return []
         since = now - dt.timedelta(seconds=self.settings.duplicate_window_seconds)
-        keys = {m.dedupe_key for m in mos}
-        seen = set(
-            (
-                conn.execute(
-                    select(inbound_messages.c.dedupe_key).where(
-                        inbound_messages.c.dedupe_key.in_(keys),
-                        inbound_messages.c.received_at >= since,
-                    )
-                )
-            ).scalars()
-        )
+        keys = list({m.dedupe_key for m in mos})
+        seen = set(conn.execute(_RECENT_KEYS, {"keys": keys, "since": since}).scalars())
         fresh = []
         for m in mos:
             if m.dedupe_key in seen:
@@ -413,11 +432,7 @@ class InboundWriter:
         if not candidates:
             return
         phones = {d.mo.source for d in candidates}
-        found = conn.execute(
-            select(customers.c.id, customers.c.phone, customers.c.language).where(
-                customers.c.phone.in_(phones)
-            )
-        )
+        found = conn.execute(_CUSTOMERS_BY_PHONE, {"phones": list(phones)})
         by_phone = {row.phone: dict(row._mapping) for row in found}
         recent = self._recent_counts(conn, phones, now)
         for d in candidates:
@@ -435,18 +450,13 @@ class InboundWriter:
     def _recent_counts(
         self, conn: Connection, phones: set[str], now: dt.datetime
     ) -> dict[str, tuple[int, int, int]]:
-        hour_ago = now - dt.timedelta(hours=1)
-        day_ago = now - dt.timedelta(days=1)
-        is_info = requests.c.command == Command.INFO.value
         rows = conn.execute(
-            select(
-                requests.c.msisdn,
-                func.sum(case((and_(is_info, requests.c.received_at >= hour_ago), 1), else_=0)),
-                func.sum(case((is_info, 1), else_=0)),
-                func.count(),
-            )
-            .where(requests.c.msisdn.in_(phones), requests.c.received_at >= day_ago)
-            .group_by(requests.c.msisdn)
+            _RECENT_COUNTS,
+            {
+                "phones": list(phones),
+                "hour_ago": now - dt.timedelta(hours=1),
+                "day_ago": now - dt.timedelta(days=1),
+            },
         )
         counts: dict[str, tuple[int, int, int]] = defaultdict(lambda: (0, 0, 0))
         for msisdn, info_hour, info_day, any_day in rows:
@@ -472,9 +482,7 @@ class InboundWriter:
             for d in decisions
         ]
         # One multi-row INSERT … RETURNING; ids are matched back by a key unique in the batch.
-        returned = conn.execute(
-            insert(inbound_messages).returning(inbound_messages.c.id, inbound_messages.c.dedupe_key), rows
-        )
+        returned = conn.execute(_INSERT_INBOUND, rows)
         id_of = {key: inbound_id for inbound_id, key in returned}
         part_updates: list[dict[str, Any]] = []
         for d in decisions:
@@ -497,7 +505,7 @@ class InboundWriter:
         if not accepted:
             return {}
         returned = conn.execute(
-            insert(requests).returning(requests.c.id, requests.c.inbound),
+            _INSERT_REQUESTS,
             [
                 {
                     "inbound": d.inbound_id,
@@ -530,9 +538,7 @@ class InboundWriter:
                 claimed_until=claimed_until,
             )
             ack_rows.append((d, row))
-        returned = conn.execute(
-            insert(outbox).returning(outbox.c.id, outbox.c.request), [row for _, row in ack_rows]
-        )
+        returned = conn.execute(_INSERT_ACKS, [row for _, row in ack_rows])
         ack_of = {request_id: message_id for message_id, request_id in returned}
         return {
             id(d.mo.delivery): OutboxItem.from_row(

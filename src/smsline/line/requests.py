@@ -1,10 +1,11 @@
 """The request processor: answers requests whose acknowledgement the SMSC has accepted.
 
-`answer` runs inside the transaction that records the acknowledgement's submit_sm_resp (the
-dispatcher calls it), so the handlers' changes (opt-out, consent events) and the answer SMS
-commit together with the request becoming `done`: a request is answered exactly once. The
-answers come back already claimed for this worker and go straight to the dispatcher. A polling
-loop picks up acknowledged requests nobody answered (another worker stopped, a failure).
+`answer_acknowledged` runs inside the transaction that records the acknowledgement's
+submit_sm_resp (the dispatcher calls it), so the handlers' changes (opt-out, consent events) and
+the answer SMS commit together with the request going from `received` to `done`: a request is
+answered exactly once, and never before its acknowledgement was accepted. The answers come back
+already claimed for this worker and go straight to the dispatcher. A polling loop answers
+requests left `acknowledged` (by a dispatcher that records acknowledgements without answering).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Collection
+from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
@@ -32,6 +34,37 @@ log = logging.getLogger("smsline.requests")
 BATCH = 500
 POLL_EVERY = 1.0
 CLAIM_SECONDS = 60.0
+
+
+# The hot statements, built once (building and keying a statement per call costs more than
+# running it).
+_JUST_ACKNOWLEDGED = select(requests).where(
+    requests.c.id.in_(bindparam("ids", expanding=True)), requests.c.status == "received"
+)
+_CUSTOMERS = select(
+    customers.c.id,
+    customers.c.language,
+    customers.c.personal_code,
+    customers.c.login,
+    customers.c.sms_enabled,
+).where(customers.c.id.in_(bindparam("ids", expanding=True)))
+_SET_CONSENT = (
+    update(customers)
+    .where(customers.c.id == bindparam("b_id"))
+    .values(sms_enabled=bindparam("b_enabled"), updated_at=bindparam("b_now"))
+)
+_INSERT_CONSENT = insert(consent_events)
+_INSERT_ANSWERS = insert(outbox).returning(outbox.c.id, outbox.c.request)
+_DONE = (
+    update(requests)
+    .where(requests.c.id.in_(bindparam("ids", expanding=True)))
+    .values(status="done", processed_at=bindparam("now"))
+)
+_DONE_ACKNOWLEDGED = (
+    update(requests)
+    .where(requests.c.id.in_(bindparam("ids", expanding=True)))
+    .values(status="done", acknowledged_at=bindparam("now"), processed_at=bindparam("now"))
+)
 
 
 class RequestProcessor:
@@ -94,18 +127,29 @@ class RequestProcessor:
         batch = [dict(r) for r in (conn.execute(query)).mappings()]
         if not batch:
             return []
+        items = self._answer(conn, batch, now)
+        conn.execute(_DONE, {"ids": [r["id"] for r in batch], "now": now})
+        return items
+
+    def answer_acknowledged(
+        self, conn: Connection, request_ids: Collection[int], now: dt.datetime
+    ) -> list[OutboxItem]:
+        """Answer requests whose acknowledgement the SMSC has just accepted, in the transaction
+        recording that (they go from `received` straight to `done`)."""
+        if not request_ids:
+            return []
+        batch = [dict(r) for r in conn.execute(_JUST_ACKNOWLEDGED, {"ids": list(request_ids)}).mappings()]
+        if not batch:
+            return []
+        items = self._answer(conn, batch, now)
+        conn.execute(_DONE_ACKNOWLEDGED, {"ids": [r["id"] for r in batch], "now": now})
+        return items
+
+    def _answer(self, conn: Connection, batch: list[dict[str, Any]], now: dt.datetime) -> list[OutboxItem]:
         ids = {r["customer"] for r in batch if r["customer"] is not None}
         by_id: dict[int, dict[str, object]] = {}
         if ids:
-            found = conn.execute(
-                select(
-                    customers.c.id,
-                    customers.c.language,
-                    customers.c.personal_code,
-                    customers.c.login,
-                    customers.c.sms_enabled,
-                ).where(customers.c.id.in_(ids))
-            )
+            found = conn.execute(_CUSTOMERS, {"ids": list(ids)})
             by_id = {row["id"]: dict(row) for row in found.mappings()}
         consent: list[ConsentChange] = []
         rows = []
@@ -143,13 +187,8 @@ class RequestProcessor:
             metrics.requests_processed.labels(command=command.value).inc()
         if consent:
             self._record_consent(conn, consent, now)
-        returned = conn.execute(insert(outbox).returning(outbox.c.id, outbox.c.request), rows)
+        returned = conn.execute(_INSERT_ANSWERS, rows)
         message_of = {request: message for message, request in returned}
-        conn.execute(
-            update(requests)
-            .where(requests.c.id.in_([r["id"] for r in batch]))
-            .values(status="done", processed_at=now)
-        )
         items = []
         for row in rows:
             item = OutboxItem.from_row({**row, "id": message_of[row["request"]]})
@@ -162,13 +201,11 @@ class RequestProcessor:
     ) -> None:
         latest = {c.customer: c.sms_enabled for c in changes}
         conn.execute(
-            update(customers)
-            .where(customers.c.id == bindparam("b_id"))
-            .values(sms_enabled=bindparam("b_enabled"), updated_at=now),
-            [{"b_id": customer, "b_enabled": enabled} for customer, enabled in latest.items()],
+            _SET_CONSENT,
+            [{"b_id": customer, "b_enabled": enabled, "b_now": now} for customer, enabled in latest.items()],
         )
         conn.execute(
-            insert(consent_events),
+            _INSERT_CONSENT,
             [
                 {
                     "customer": c.customer,
