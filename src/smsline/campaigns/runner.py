@@ -94,6 +94,7 @@ class CampaignRunner:
         self._halted: frozenset[int] = frozenset()
         self._budgets: dict[int, _Budget] = {}
         self._texts: dict[int, CompiledText] = {}
+        self.steps = 0  # looks taken so far (tests wait on it instead of sleeping)
 
     def wake(self) -> None:
         """Look at the campaigns now (a state changed, the test clock moved)."""
@@ -116,13 +117,13 @@ class CampaignRunner:
             except Exception:
                 log.exception("running campaigns failed; will try again")
                 busy = False
+            self.steps += 1
             delay = FEED_EVERY if busy else POLL_EVERY
 
     # -- one look at every campaign ---------------------------------------------------------------
 
     async def step(self) -> bool:
         """Do what each active campaign needs now; True while one is feeding."""
-        now = self.clock()
         real_now = utcnow()
         async with self.db.engine.connect() as conn:
             rows = (
@@ -137,6 +138,7 @@ class CampaignRunner:
                 )
             ).mappings().all()
         active = [Campaign.from_row(row) for row in rows]
+        now = self.clock()  # read after the campaigns: a clock moved before a change is seen with it
         halted = frozenset(c.id for c in active if c.state in ("paused", "cancelled"))
         if halted != self._halted:
             self._halted = halted

@@ -600,7 +600,8 @@ class Progress:
         return self.total - self.remaining
 
 
-def progress(conn: Connection, campaign: Campaign, now: dt.datetime | None = None) -> Progress:
+def progress(conn: Connection, campaign: Campaign | None, now: dt.datetime | None = None) -> Progress:
+    assert campaign is not None
     now = now or utcnow()
     r = campaign_recipients
     by_recipient: dict[str, int] = {
