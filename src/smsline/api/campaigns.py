@@ -39,7 +39,7 @@ from smsline.notify.tokens import TokenInfo
 router = APIRouter(prefix="/api/v1", tags=["campaigns"])
 
 State = Literal["draft", "scheduled", "running", "paused", "completed", "cancelled"]
-CampaignId = Annotated[int, Path(ge=1, description="the campaign's id")]
+CampaignId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the campaign's id")]
 TagName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\s,;]+$")]
 HHMM = Annotated[str, Field(pattern=r"^([01]?\d|2[0-4]):[0-5]\d$", examples=["09:00"])]
 
