@@ -215,3 +215,50 @@ async def test_test_send_queues_one_sms_outside_the_campaign(api: Api) -> None:
     got = await api.client.get(f"/api/v1/campaigns/{campaign_id}", headers=api.auth(token))
     assert got.json()["progress"]["sent"] == 0
     assert [e["action"] for e in got.json()["events"]][-2:] == ["test", "test"]
+
+
+async def test_an_operator_opt_out_suppresses_pending_and_withdraws_queued_campaign_sms(api: Api) -> None:
+    from smsline.campaigns.runner import CampaignRunner
+    from smsline.campaigns.service import get_campaign
+    from smsline.campaigns.texts import CompiledText
+
+    await add_customers(api.db.engine, 4)
+    token = await api.token("campaigns:write", "campaigns:read", "customers:write")
+    created = await api.client.post("/api/v1/campaigns", json=BODY, headers=api.auth(token))
+    campaign_id = created.json()["id"]
+    await api.client.post(f"/api/v1/campaigns/{campaign_id}/start", headers=api.auth(token))
+    runner = CampaignRunner(api.db, api.context.settings)
+    campaign = await api.db.run(lambda conn: get_campaign(conn, campaign_id))
+    assert campaign is not None
+    text = CompiledText.of(campaign.text, campaign.text_ru)
+    # The first two recipients are queued in the outbox; the other two still pending.
+    await api.db.run(
+        lambda conn: runner.feed(conn, campaign_id, text, campaign.timezones, 2, campaign.created_at)
+    )
+
+    for customer_id in ("c0", "c3"):  # one queued, one pending
+        response = await api.client.put(
+            f"/api/v1/customers/{customer_id}/sms",
+            json={"enabled": False, "actor": "operator:petrova"},
+            headers=api.auth(token),
+        )
+        assert response.status_code == 200, response.text
+
+    async with api.db.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(campaign_recipients.c.status, campaign_recipients.c.reason)
+                .where(campaign_recipients.c.campaign == campaign_id)
+                .order_by(campaign_recipients.c.id)
+            )
+        ).all()
+        queued = (
+            await conn.execute(select(outbox.c.destination).where(outbox.c.campaign == campaign_id))
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("suppressed", "opted_out"),
+        ("queued", None),
+        ("pending", None),
+        ("suppressed", "opted_out"),
+    ]
+    assert [r.destination for r in queued] == [phone_of(1)]
