@@ -20,7 +20,7 @@ from sqlalchemy import and_, delete, exists, func, insert, literal, select, upda
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 
-from smsline.campaigns.texts import check_text, sample_rendering
+from smsline.campaigns.texts import SAMPLE, CompiledText, check_text, sample_rendering
 from smsline.db.schema import (
     campaign_events,
     campaign_recipients,
@@ -31,7 +31,8 @@ from smsline.db.schema import (
 )
 from smsline.domain.msisdn import InvalidMsisdn, normalise_msisdn
 from smsline.domain.quiet_hours import Window, is_known_zone
-from smsline.domain.templates import Problem, Rendering
+from smsline.domain.templates import Problem, Rendering, measure
+from smsline.line.outbox import Kind, Priority, outbox_row
 
 T = TypeVar("T")
 Run = Callable[[Callable[[Connection], T]], Awaitable[T]]
@@ -711,10 +712,6 @@ def send_sample(
     """Queue the campaign's text to one phone (an E.164 number), rendered with that customer's
     fields when the phone is a customer's, else with sample values. Not part of the campaign's
     progress; a customer who opted out gets nothing."""
-    from smsline.campaigns.texts import SAMPLE, CompiledText
-    from smsline.domain.templates import measure
-    from smsline.line.outbox import Kind, Priority, outbox_row
-
     campaign = get_campaign(conn, campaign_id)
     if campaign is None:
         raise CampaignNotFound(f"there is no campaign {campaign_id}")
