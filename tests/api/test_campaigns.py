@@ -262,3 +262,18 @@ async def test_an_operator_opt_out_suppresses_pending_and_withdraws_queued_campa
         ("suppressed", "opted_out"),
     ]
     assert [r.destination for r in queued] == [phone_of(1)]
+
+
+async def test_an_import_that_turns_sms_off_suppresses_pending_recipients(api: Api) -> None:
+    await add_customers(api.db.engine, 3)
+    token = await api.token("campaigns:write", "campaigns:read", "customers:write")
+    created = await api.client.post("/api/v1/campaigns", json=BODY, headers=api.auth(token))
+    campaign_id = created.json()["id"]
+    csv = "customer_id,phone,personal_code,login,sms_enabled\n" + f"c1,{phone_of(1)},1234,login1,false\n"
+    headers = api.auth(token) | {"content-type": "text/csv"}
+    imported = await api.client.post("/api/v1/customers/import", content=csv.encode(), headers=headers)
+    assert imported.status_code == 200, imported.text
+    assert imported.json()["updated"] == 1
+    got = await api.client.get(f"/api/v1/campaigns/{campaign_id}", headers=api.auth(token))
+    assert got.json()["progress"]["suppressed"] == 1
+    assert got.json()["progress"]["pending"] == 2

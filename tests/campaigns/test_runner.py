@@ -318,6 +318,13 @@ async def test_requests_are_acknowledged_promptly_while_a_campaign_runs(
     assert await state_of(engine, campaign.id) == "running"  # the campaign was still going
     assert max(latencies) < 1.0, latencies
     async with engine.connect() as conn:
+        p = await conn.run_sync(lambda sync: progress(sync, get_campaign(sync, campaign.id)))
+    assert p.state == "running"
+    assert 0 < p.sent < 3000
+    assert p.rate > 50  # capped at 500/s
+    assert p.eta_seconds is not None
+    assert p.eta_seconds > 0
+    async with engine.connect() as conn:
         priorities = set(
             (await conn.execute(select(outbox.c.priority).where(outbox.c.campaign == campaign.id))).scalars()
         )
