@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from sqlalchemy.engine import Connection
 
 if TYPE_CHECKING:
+    from smsline.campaigns.service import Run
     from smsline.notify.templates import Template
 
 T = TypeVar("T")
@@ -20,10 +21,12 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 customers_app = typer.Typer(no_args_is_help=True, help="Customers.")
 tokens_app = typer.Typer(no_args_is_help=True, help="API tokens of the systems that call smsline.")
 templates_app = typer.Typer(no_args_is_help=True, help="Notification templates.")
+campaign_app = typer.Typer(no_args_is_help=True, help="Mass texting: campaigns.")
 app.add_typer(db_app, name="db")
 app.add_typer(customers_app, name="customers")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(templates_app, name="templates")
+app.add_typer(campaign_app, name="campaign")
 
 
 @db_app.command("upgrade")
@@ -358,6 +361,280 @@ def templates_delete(name: Annotated[str, typer.Argument(help="The template's na
         typer.echo(f"error: no template named {name!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"deleted template {name!r}")
+
+
+# --- campaigns ---------------------------------------------------------------------------
+
+
+def _with_database(make: Callable[[Run[Any]], Awaitable[T]]) -> T:
+    """Run ``make(run)`` where ``run`` does one transaction on the configured database."""
+    from smsline.config import load_settings
+    from smsline.db.engine import create_oneshot_engine, transaction
+
+    settings = load_settings()
+
+    async def main() -> T:
+        engine = create_oneshot_engine(settings.database_url)
+
+        async def run(work: Callable[[Connection], Any]) -> Any:
+            async with transaction(engine) as conn:
+                return await conn.run_sync(work)
+
+        try:
+            return await make(run)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def _lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+
+
+@campaign_app.command("create")
+def campaign_create(
+    name: Annotated[str, typer.Argument(help="The campaign's name.")],
+    text: Annotated[str, typer.Option("--text", help="The text; fields {name}, {customer_id}, {phone}.")],
+    text_ru: Annotated[
+        str | None, typer.Option("--text-ru", help="The text for customers whose language is ru.")
+    ] = None,
+    everyone: Annotated[bool, typer.Option("--all", help="Every customer with SMS on.")] = False,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Customers with this tag (repeatable).")
+    ] = None,
+    language: Annotated[list[str] | None, typer.Option("--language", help="en or ru (repeatable).")] = None,
+    timezone: Annotated[
+        list[str] | None, typer.Option("--timezone", help="An IANA zone (repeatable).")
+    ] = None,
+    ids: Annotated[
+        Path | None,
+        typer.Option("--ids", exists=True, dir_okay=False, help="File of customer ids, one a line."),
+    ] = None,
+    phones: Annotated[
+        Path | None,
+        typer.Option("--phones", exists=True, dir_okay=False, help="File of phones, one a line."),
+    ] = None,
+    start_at: Annotated[
+        str | None, typer.Option("--start-at", help="Not before this time (ISO 8601 with zone).")
+    ] = None,
+    tps: Annotated[int | None, typer.Option("--tps", help="SMS per second at most.")] = None,
+    quiet: Annotated[
+        str, typer.Option("--quiet-hours", help="Window in each recipient's zone, HH:MM-HH:MM.")
+    ] = "09:00-22:00",
+) -> None:
+    """Create a campaign (a draft); its audience is expanded and its cost shown. Start it with
+    `smsline campaign start ID`."""
+    import datetime as dt
+    import getpass
+
+    from smsline.campaigns.service import Audience, InvalidCampaign, NewCampaign, create_campaign
+    from smsline.config import load_settings
+    from smsline.domain.quiet_hours import Window, parse_hhmm
+
+    def fail(message: str) -> typer.Exit:
+        typer.echo(f"error: {message}", err=True)
+        return typer.Exit(2)
+
+    if ids or phones:
+        audience = Audience(
+            "list", customer_ids=_lines(ids) if ids else (), phones=_lines(phones) if phones else ()
+        )
+    elif tag or language or timezone:
+        audience = Audience(
+            "filter", tags=tuple(tag or ()), languages=tuple(language or ()), timezones=tuple(timezone or ())
+        )
+    elif everyone:
+        audience = Audience("all")
+    else:
+        raise fail("choose the audience: --all, --tag/--language/--timezone, or --ids/--phones FILE")
+    try:
+        opens, _, closes = quiet.partition("-")
+        window = Window(parse_hhmm(opens), parse_hhmm(closes))
+    except ValueError as exc:
+        raise fail(f"--quiet-hours: {exc}") from exc
+    start: dt.datetime | None = None
+    if start_at:
+        try:
+            start = dt.datetime.fromisoformat(start_at)
+        except ValueError as exc:
+            raise fail(f"--start-at: {start_at!r} is not an ISO 8601 time") from exc
+    new = NewCampaign(
+        name=name, text=text, text_ru=text_ru, audience=audience, start_at=start, tps=tps, window=window
+    )
+    region = load_settings().default_region
+    try:
+        created = _with_database(
+            lambda run: create_campaign(run, new, actor=f"cli:{getpass.getuser()}", region=region)
+        )
+    except InvalidCampaign as exc:
+        for problem in exc.problems:
+            typer.echo(f"error: {problem.field}: {problem.message}", err=True)
+        raise typer.Exit(2) from exc
+    campaign = created.campaign
+    typer.echo(f"created campaign {campaign.id} {campaign.name!r} (draft): {campaign.total} recipients")
+    for language_, rendering in campaign.renderings().items():
+        typer.echo(f"  {language_}: {rendering.segments} segment(s), {rendering.encoding}: {rendering.text}")
+    typer.echo(f"  estimated cost: {campaign.estimated_segments()} segments")
+    if created.unknown_count:
+        typer.echo(f"  {created.unknown_count} listed entries name no customer:", err=True)
+        for unknown in created.unknown[:20]:
+            typer.echo(f"    {unknown.value}: {unknown.reason}", err=True)
+
+
+@campaign_app.command("list")
+def campaign_list(
+    state: Annotated[
+        list[str] | None, typer.Option("--state", help="Only in this state (repeatable).")
+    ] = None,
+) -> None:
+    """List campaigns, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from smsline.campaigns.service import list_campaigns
+
+    found = _in_transaction(lambda conn: list_campaigns(conn, states=state or ()))
+    table = Table(title="Campaigns", title_justify="left")
+    for heading in ("id", "name", "state", "recipients", "tps", "quiet hours", "created", "by"):
+        table.add_column(heading)
+    for c in found:
+        table.add_row(
+            str(c.id), c.name, c.state, "" if c.total is None else str(c.total),
+            str(c.tps) if c.tps else "-", str(c.window), c.created_at.strftime("%Y-%m-%d %H:%M"),
+            c.created_by,
+        )
+    Console().print(table)
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+@campaign_app.command("show")
+def campaign_show(
+    campaign_id: Annotated[int, typer.Argument(help="The campaign's id.")],
+    follow: Annotated[bool, typer.Option("--follow", help="Draw live progress until it ends.")] = False,
+) -> None:
+    """Show a campaign, its progress and its history."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from smsline.campaigns.service import Campaign, campaign_history, get_campaign
+    from smsline.campaigns.service import progress as progress_of
+
+    def load(conn: Connection) -> tuple[Campaign, Any, Any] | None:
+        campaign = get_campaign(conn, campaign_id)
+        if campaign is None:
+            return None
+        return campaign, progress_of(conn, campaign), campaign_history(conn, campaign_id)
+
+    found = _in_transaction(load)
+    if found is None:
+        typer.echo(f"error: no campaign {campaign_id}", err=True)
+        raise typer.Exit(1)
+    campaign, p, events = found
+    console = Console()
+    console.print(f"[bold]campaign {campaign.id}[/bold] {campaign.name!r}: {campaign.state}")
+    console.print(f"  audience: {campaign.audience}; recipients: {campaign.total}")
+    console.print(
+        f"  quiet hours {campaign.window} in each recipient's zone; tps: {campaign.tps or 'no cap'}"
+    )
+    if campaign.start_at:
+        console.print(f"  start at: {campaign.start_at.isoformat()}")
+    for language, rendering in campaign.renderings().items():
+        console.print(
+            f"  {language}: {rendering.segments} segment(s), {rendering.encoding}: {rendering.text}"
+        )
+    console.print(f"  estimated cost: {campaign.estimated_segments()} segments")
+    console.print(
+        f"  progress: sent {p.sent}, delivered {p.delivered}, failed {p.failed}, suppressed {p.suppressed}, "
+        f"cancelled {p.cancelled}, remaining {p.remaining} of {p.total}; "
+        f"rate {p.rate:.1f}/s, ETA {_eta(p.eta_seconds)}"
+    )
+    for event in events:
+        console.print(
+            f"  {event.at.strftime('%Y-%m-%d %H:%M:%S')} {event.actor}: {event.action}"
+            + (f" ({event.detail})" if event.detail else "")
+        )
+    if not follow or campaign.state in ("completed", "cancelled"):
+        return
+    columns = (
+        TextColumn("[bold]{task.fields[state]}[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "sent {task.fields[sent]} delivered {task.fields[delivered]} failed {task.fields[failed]} "
+            "suppressed {task.fields[suppressed]} · {task.fields[rate]}/s · ETA {task.fields[eta]}"
+        ),
+    )
+
+    def fields(p: Any) -> dict[str, Any]:
+        return {
+            "state": p.state, "sent": p.sent, "delivered": p.delivered, "failed": p.failed,
+            "suppressed": p.suppressed, "rate": f"{p.rate:.1f}", "eta": _eta(p.eta_seconds),
+        }
+
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(campaign.name, total=p.total or 1, completed=p.done, **fields(p))
+        while True:
+            time.sleep(0.5)
+            found = _in_transaction(load)
+            if found is None:
+                return
+            campaign, p, _ = found
+            bar.update(task, total=p.total or 1, completed=p.done, **fields(p))
+            if campaign.state in ("completed", "cancelled"):
+                break
+    console.print(f"campaign {campaign.id} {campaign.state}")
+
+
+def _campaign_action(action: str, campaign_id: int) -> None:
+    import getpass
+
+    from smsline.campaigns.service import CampaignNotFound, StateConflict, act
+
+    try:
+        campaign = _with_database(
+            lambda run: act(run, campaign_id, action, actor=f"cli:{getpass.getuser()}")
+        )
+    except CampaignNotFound as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except StateConflict as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"campaign {campaign.id} is {campaign.state}")
+
+
+@campaign_app.command("start")
+def campaign_start(campaign_id: Annotated[int, typer.Argument(help="The campaign's id.")]) -> None:
+    """Start a draft (it waits for its start time, if it has one)."""
+    _campaign_action("start", campaign_id)
+
+
+@campaign_app.command("pause")
+def campaign_pause(campaign_id: Annotated[int, typer.Argument(help="The campaign's id.")]) -> None:
+    """Pause a running campaign: no new SMS of it go out within a second."""
+    _campaign_action("pause", campaign_id)
+
+
+@campaign_app.command("resume")
+def campaign_resume(campaign_id: Annotated[int, typer.Argument(help="The campaign's id.")]) -> None:
+    """Resume a paused campaign where it stopped."""
+    _campaign_action("resume", campaign_id)
+
+
+@campaign_app.command("cancel")
+def campaign_cancel(campaign_id: Annotated[int, typer.Argument(help="The campaign's id.")]) -> None:
+    """Cancel a campaign: the recipients not yet sent are cancelled."""
+    _campaign_action("cancel", campaign_id)
 
 
 def main() -> None:

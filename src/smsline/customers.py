@@ -36,6 +36,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import ReturningInsert
 
+from smsline.campaigns.service import suppress_opted_out
 from smsline.config import Settings
 from smsline.db.engine import create_oneshot_engine
 from smsline.db.schema import consent_events, customer_tags, customers
@@ -453,6 +454,7 @@ def _apply_batch(
             ],
         )
     if consent:
+        suppress_opted_out(connection, [ids[c] for c, enabled in consent.items() if not enabled])
         connection.execute(
             insert(consent_events),
             [

@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from smsline import metrics
 from smsline.api.app import create_app
 from smsline.api.context import ApiContext
+from smsline.campaigns.runner import CampaignRunner, Clock
+from smsline.campaigns.service import utcnow
 from smsline.config import Settings, SmscSettings
 from smsline.db.engine import Database, create_oneshot_engine
 from smsline.db.migrate import current_revision, head_revision
@@ -53,8 +55,10 @@ class Service:
         *,
         http: bool = True,
         simulator: Simulator | None = None,
+        clock: Clock = utcnow,
     ) -> None:
         self.settings = settings
+        self.clock = clock  # for campaigns: quiet hours and start times
         self.http = http
         self.simulator = simulator
         self.owns_simulator = False
@@ -113,12 +117,19 @@ class Service:
             answer_requests=self.processor.answer_acknowledged,
         )
         self.callbacks = CallbackSender(self.db, s, service_key=self.service_key)
-        self.api = ApiContext(self.db, s, on_queued=self.dispatcher.wake)
+        self.campaigns = CampaignRunner(
+            self.db, s, halt=self.dispatcher.halt_campaigns, on_queued=self.dispatcher.wake, clock=self.clock
+        )
+        self.api = ApiContext(
+            self.db, s, on_queued=self.dispatcher.wake, on_campaigns_changed=self.campaigns.wake,
+            campaign_clock=self.clock,
+        )
         await self.dispatcher.recover()
         self._spawn(self.inbound.run(), "inbound")
         self._spawn(self.dispatcher.run(), "dispatcher")
         self._spawn(self.processor.run(), "requests")
         self._spawn(self.callbacks.run(), "callbacks")
+        self._spawn(self.campaigns.run(), "campaigns")
         for c in self.connectors:
             c.start()
         if self.http:
@@ -148,6 +159,7 @@ class Service:
         """Graceful: finish in-flight submits, unbind, store what came in, leave the queue queued."""
         if self.engine is None:
             return
+        self.campaigns.stop()
         await self.dispatcher.stop()
         await asyncio.gather(*(c.stop() for c in self.connectors), return_exceptions=True)
         self.processor.stop()

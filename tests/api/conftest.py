@@ -35,6 +35,8 @@ ALL_SCOPES = (
     "customers:read",
     "customers:write",
     "portal:verify",
+    "campaigns:read",
+    "campaigns:write",
 )
 
 

@@ -8,7 +8,7 @@ from typing import Protocol
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from smsline.api import customers, messages, notifications, portal, templates
+from smsline.api import campaigns, customers, messages, notifications, portal, templates
 from smsline.api.context import ApiContext
 from smsline.api.problems import install_problem_handlers
 
@@ -54,6 +54,6 @@ def create_app(service: Readiness, api: ApiContext | None = None) -> FastAPI:
 
     if api is not None:
         app.state.api = api
-        for module in (notifications, messages, templates, customers, portal):
+        for module in (notifications, messages, templates, customers, portal, campaigns):
             app.include_router(module.router)
     return app

@@ -3,6 +3,7 @@ messages, and the in-memory state of authentication and rate limiting."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ class ApiContext:
     db: Database
     settings: Settings
     on_queued: Callable[[], None] = lambda: None  # new outbox rows: wake the dispatcher
+    on_campaigns_changed: Callable[[], None] = lambda: None  # wake the campaign runner
+    campaign_clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     tokens: dict[str, CachedToken] = field(default_factory=dict)
     buckets: dict[int, TokenBucket] = field(default_factory=dict)
     logins: dict[str, SlidingWindow] = field(default_factory=dict)

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from smsline.api.auth import Context, require
 from smsline.api.problems import FieldError, ProblemError, responses
+from smsline.campaigns.service import suppress_opted_out
 from smsline.customers import InvalidCustomer, InvalidCustomerFile, apply_customer, import_customers
 from smsline.db.schema import consent_events, customer_tags, customers
 from smsline.notify.tokens import TokenInfo
@@ -264,6 +265,8 @@ async def put_sms_preference(
                     customer=row.id, sms_enabled=body.enabled, channel=CONSENT_CHANNEL, actor=actor, at=now
                 )
             )
+            if not body.enabled:
+                suppress_opted_out(conn, [row.id])
         return _load(conn, customer_id)
 
     found = await context.db.run(change)

@@ -39,7 +39,9 @@ class Callback(BaseModel):
 
 class MessageOut(BaseModel):
     id: int
-    kind: str = Field(description="ack | result | credentials | direct | notification")
+    kind: str = Field(
+        description="ack | result | credentials | direct | notification | campaign | campaign_test"
+    )
     status: str = Field(
         description="queued | sending | submitted | delivered | undeliverable | expired | rejected | failed"
     )

@@ -59,6 +59,12 @@ PROBLEMS: Final[dict[str, tuple[int, str, str]]] = {
     "payload-too-large": (413, "Payload too large", "The body is larger than this endpoint accepts."),
     "unsupported-media-type": (415, "Unsupported media type", "Send the body in the documented media type."),
     "weak-password": (422, "Weak password", "The new password does not meet the password rules."),
+    "invalid-campaign": (422, "Invalid campaign", "The campaign cannot be created; `errors` says why."),
+    "campaign-state-conflict": (
+        409,
+        "Campaign state conflict",
+        "The campaign's state does not allow this action (e.g. resuming a campaign that is not paused).",
+    ),
     "rate-limited": (429, "Too many requests", "Over the rate limit; try again after `Retry-After` seconds."),
     "internal-error": (500, "Internal error", "smsline failed to handle the request; it was logged."),
 }

@@ -223,7 +223,11 @@ outbox = Table(
     Column("sending_at", Time),
     Column("submitted_at", Time),
     Column("done_at", Time),
+    # The campaign a mass-texting SMS belongs to; NULL for every other SMS.
+    Column("campaign", Id, ForeignKey("campaigns.id")),
     Index(None, "status", "priority", "id"),
+    # Campaign progress: counts by status and the recent submit rate.
+    Index(None, "campaign", "status", "submitted_at"),
 )
 
 # One row per submitted segment: the SMSC's message id and that part's receipt status.
@@ -314,4 +318,59 @@ notifications = Table(
     UniqueConstraint("token", "idempotency_key"),
     Index(None, "callback_state", "callback_next_at"),
     Index(None, "message"),
+)
+
+# Mass texting (SPEC §4). A campaign's audience is expanded into campaign_recipients inside the
+# database when the campaign is created; the runner feeds recipients into the outbox in batches.
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("text_ru", Text),  # for customers whose language is ru; NULL: they get `text`
+    Column("audience", Text, nullable=False),  # JSON: how the audience was chosen
+    Column("start_at", Time),
+    Column("tps", Integer),  # SMS per second at most; NULL: as fast as the binds allow
+    Column("quiet_start", SmallInteger, nullable=False),  # minute of the day the window opens
+    Column("quiet_end", SmallInteger, nullable=False),  # and closes; equal: always open
+    # draft | scheduled | running | paused | completed | cancelled
+    Column("state", String(16), nullable=False),
+    Column("total", Integer),  # recipients; NULL until the audience is expanded
+    Column("total_ru", Integer),  # of them, customers whose language is ru
+    Column("timezones", Text),  # JSON list of the recipients' distinct time zones
+    Column("created_at", Time, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("started_at", Time),
+    Column("finished_at", Time),
+    Column("updated_at", Time, nullable=False),
+    Index(None, "state"),
+)
+
+# Who did what to a campaign, and when.
+campaign_events = Table(
+    "campaign_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("campaign", Id, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    Column("at", Time, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("detail", String(500)),
+    Index(None, "campaign", "at"),
+)
+
+# One row per customer of a campaign's audience (duplicates collapse on the unique key).
+campaign_recipients = Table(
+    "campaign_recipients",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("campaign", Id, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    Column("customer", Id, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False),
+    Column("timezone", String(64), nullable=False),  # copied from the customer at expansion
+    Column("status", String(16), nullable=False),  # pending | queued | suppressed | cancelled
+    Column("reason", String(32)),
+    UniqueConstraint("campaign", "customer"),
+    Index(None, "campaign", "status", "timezone", "id"),
+    Index(None, "customer", "status"),
 )

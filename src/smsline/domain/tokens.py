@@ -23,6 +23,8 @@ SCOPES: Final[dict[str, str]] = {
     "customers:read": "read customers and their consent history",
     "customers:write": "create and update customers, their SMS preference, bulk import",
     "portal:verify": "verify portal logins and set new portal passwords",
+    "campaigns:read": "read campaigns and their progress",
+    "campaigns:write": "create, start, pause, resume, cancel and test-send campaigns",
 }
 DEFAULT_SCOPES: Final = ("notifications:send", "messages:read")
 

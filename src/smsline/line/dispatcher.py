@@ -72,6 +72,7 @@ class Outcome:
 CLAIMED_COLUMNS = (
     outbox.c.id, outbox.c.priority, outbox.c.kind, outbox.c.sender, outbox.c.destination, outbox.c.text,
     outbox.c.language, outbox.c.customer, outbox.c.request, outbox.c.attempts, outbox.c.queued_at,
+    outbox.c.campaign,
 )
 
 
@@ -148,6 +149,8 @@ class Dispatcher:
         self._record_cap = UNRECORDED_PER_WINDOW_SLOT * (sum(c.settings.window for c in self.connectors) or 1)
         self._stopping = False
         self._more_queued = True
+        # Campaigns paused or cancelled: their rows are neither claimed nor submitted.
+        self._halted: frozenset[int] = frozenset()
         for c in self.connectors:
             c.state_listeners.append(lambda _c: self._wake_send.set())
 
@@ -181,6 +184,25 @@ class Dispatcher:
         await self._finish_recording()
         await self._release([item.id for item in self._ready])
         self._ready.clear()
+
+    def halt_campaigns(self, campaigns: frozenset[int]) -> None:
+        """Stop submitting the SMS of these campaigns (paused or cancelled): held rows of them go
+        back to the queue, where the campaign runner withdraws them; none are claimed again."""
+        self._halted = frozenset(campaigns)
+        if not self._halted:
+            return
+        dropped = [item for item in self._ready if item.campaign in self._halted]
+        if dropped:
+            self._ready = [item for item in self._ready if item.campaign not in self._halted]
+            heapq.heapify(self._ready)
+            self._release_later(dropped)
+
+    def _release_later(self, items: list[OutboxItem]) -> None:
+        for item in items:
+            self._held.discard(item.id)
+        task = asyncio.get_running_loop().create_task(self._release([item.id for item in items]))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @property
     def ready(self) -> int:
@@ -242,6 +264,9 @@ class Dispatcher:
         def claim(conn: Connection) -> list[OutboxItem]:
             now = dt.datetime.now(dt.UTC)
             due = or_(outbox.c.not_before.is_(None), outbox.c.not_before <= now)
+            halted = self._halted
+            if halted:
+                due = due & or_(outbox.c.campaign.is_(None), outbox.c.campaign.not_in(halted))
             pick = (
                 select(outbox.c.id)
                 .where(outbox.c.status == "queued", due)
@@ -343,6 +368,9 @@ class Dispatcher:
                         asyncio.get_running_loop().call_later(min(paused) - now, self._wake_send.set)
                     break
                 item = heapq.heappop(self._ready)
+                if item.campaign is not None and item.campaign in self._halted:
+                    self._release_later([item])
+                    continue
                 if item.kind in self.prepare and item.clear_text is None:
                     self._start_preparing(item)
                     continue

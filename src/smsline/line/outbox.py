@@ -26,6 +26,8 @@ class Kind:
     CREDENTIALS = "credentials"  # text is stored masked; the clear text is made at send time
     DIRECT = "direct"
     NOTIFICATION = "notification"  # queued through the notifications API
+    CAMPAIGN = "campaign"  # mass texting: one recipient of a campaign
+    CAMPAIGN_TEST = "campaign_test"  # a campaign's text sent to one phone to try it
 
 
 def outbox_row(
@@ -42,6 +44,7 @@ def outbox_row(
     status: str = "queued",
     claimed_by: str | None = None,
     claimed_until: dt.datetime | None = None,
+    campaign: int | None = None,
 ) -> dict[str, Any]:
     """The values of a new outbox row; encoding and segment count come from the text."""
     return {
@@ -61,6 +64,7 @@ def outbox_row(
         "sending_at": now if status == "sending" else None,
         "claimed_by": claimed_by,
         "claimed_until": claimed_until,
+        "campaign": campaign,
     }
 
 
@@ -80,6 +84,7 @@ class OutboxItem:
     attempts: int = field(compare=False, default=0)
     queued_at: dt.datetime | None = field(compare=False, default=None)
     received_mono: float | None = field(compare=False, default=None)  # for ack latency
+    campaign: int | None = field(compare=False, default=None)
     # The text to submit when it differs from the stored one (a credential SMS, in memory only).
     clear_text: str | None = field(compare=False, default=None, repr=False)
 
@@ -98,4 +103,5 @@ class OutboxItem:
             attempts=row["attempts"],
             queued_at=row.get("queued_at"),
             received_mono=row.get("received_mono"),
+            campaign=row.get("campaign"),
         )

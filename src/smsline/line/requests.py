@@ -21,6 +21,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from smsline import metrics
+from smsline.campaigns.service import suppress_opted_out
 from smsline.config import Settings
 from smsline.db.engine import Database
 from smsline.db.schema import consent_events, customers, outbox, requests
@@ -204,6 +205,7 @@ class RequestProcessor:
             _SET_CONSENT,
             [{"b_id": customer, "b_enabled": enabled, "b_now": now} for customer, enabled in latest.items()],
         )
+        suppress_opted_out(conn, [customer for customer, enabled in latest.items() if not enabled])
         conn.execute(
             _INSERT_CONSENT,
             [
