@@ -38,6 +38,13 @@ def async_url(url: str) -> URL:
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}: use sqlite or postgresql")
 
 
+# asyncpg prepares every statement, and PostgreSQL switches a prepared statement to a generic
+# plan after five runs. The outbox, its segments and the receipts grow from empty within
+# seconds, so a generic plan made while they were small (a sequential scan) would be kept while
+# they grow to millions of rows: plan each execution for the table as it is.
+POSTGRES_CONNECT_ARGS: dict[str, Any] = {"server_settings": {"plan_cache_mode": "force_custom_plan"}}
+
+
 def _prepare_sqlite_file(url: URL) -> None:
     database = url.database
     if database and database != ":memory:" and not database.startswith("file:"):
@@ -58,6 +65,7 @@ def create_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> AsyncE
     kwargs["pool_size"] = pool_size
     kwargs["max_overflow"] = pool_size
     kwargs["pool_pre_ping"] = True
+    kwargs["connect_args"] = POSTGRES_CONNECT_ARGS
     return create_async_engine(target, **kwargs)
 
 
@@ -69,7 +77,7 @@ def create_oneshot_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(target, poolclass=NullPool)
         _configure_sqlite(engine.sync_engine)
         return engine
-    return create_async_engine(target, poolclass=NullPool)
+    return create_async_engine(target, poolclass=NullPool, connect_args=POSTGRES_CONNECT_ARGS)
 
 
 def _configure_sqlite(engine: Engine) -> None:
