@@ -555,7 +555,6 @@ class Dispatcher:
         bases = {c.name: c.settings.id_base for c in self.connectors}
         submitted = [o for o in batch if o.status == "submitted"]
         if submitted:
-            lock_receipt_matching(conn)
             conn.execute(_SUBMITTED, [{"b_id": o.item.id, "b_at": o.at, "b_smsc": o.smsc} for o in submitted])
             segment_rows = [
                 {
@@ -577,6 +576,7 @@ class Dispatcher:
                 answers = self.answer_requests(conn, acks, now)  # acknowledged and answered
             elif acks:
                 conn.execute(_ACKNOWLEDGED, {"ids": acks, "now": now})
+            lock_receipt_matching(conn)  # the segments are written: now look for receipts that overtook them
             match_waiting_receipts(conn, now, {str(r["smsc_message_id"]) for r in segment_rows})
         retries = [o for o in batch if o.status == "retry"]
         s = self.settings

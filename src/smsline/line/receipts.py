@@ -67,10 +67,16 @@ RECEIPT_MATCHING_LOCK = 0x736D73_01  # any constant: one advisory lock for recei
 
 
 def lock_receipt_matching(conn: Connection) -> None:
-    """Serialise storing receipts with recording submit_sm_resp ids (PostgreSQL; SQLite writers
-    are serial already), so a receipt that overtakes its response is never missed by both."""
+    """Serialise the two sides of a receipt that overtakes its submit_sm_resp (PostgreSQL; SQLite
+    writers are serial already), so the two transactions never miss each other.
+
+    Only those two moments take the lock, each for the rest of its transaction: recording
+    submit_sm_resp ids *after* their segments are written, just before looking for receipts
+    that wait for them; and storing a receipt whose segment was not found, just before looking
+    for the segment once more. Whichever comes second sees what the first committed. Receipts
+    that find their segment at once, nearly all of them, never wait for the lock."""
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": RECEIPT_MATCHING_LOCK})
+        conn.execute(_LOCK, {"key": RECEIPT_MATCHING_LOCK})
 
 
 def id_bases(settings: Settings) -> dict[str, IdBase]:
@@ -79,6 +85,7 @@ def id_bases(settings: Settings) -> dict[str, IdBase]:
 
 # The hot statements, built once (building and keying a statement per call costs more than
 # running it).
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 _SEEN = select(receipts.c.dedupe_key).where(receipts.c.dedupe_key.in_(bindparam("keys", expanding=True)))
 _SEGMENTS = (
     select(
@@ -127,7 +134,6 @@ WAITING_RECEIPTS_DAYS = 2
 def record_receipts(
     conn: Connection, incoming: list[ReceiptIn], settings: Settings
 ) -> None:
-    lock_receipt_matching(conn)
     now = dt.datetime.now(dt.UTC)
     bases = id_bases(settings)
     seen = set(conn.execute(_SEEN, {"keys": list({r.dedupe_key for r in incoming})}).scalars())
@@ -143,11 +149,15 @@ def record_receipts(
     by_smsc: dict[str, set[str]] = defaultdict(set)
     for r, key in fresh:
         by_smsc[r.smsc].add(key)
-    segments: dict[tuple[str, str], tuple[int, int, int]] = {}
-    for smsc, keys in by_smsc.items():
-        rows = conn.execute(_SEGMENTS, {"smsc": smsc, "ids": list(keys)})
-        for smsc_id, message, seq, total in rows:
-            segments[(smsc, smsc_id)] = (message, seq, total)
+    segments = _find_segments(conn, by_smsc)
+    unmatched: dict[str, set[str]] = defaultdict(set)
+    for r, key in fresh:
+        if (r.smsc, key) not in segments:
+            unmatched[r.smsc].add(key)
+    if unmatched and conn.dialect.name == "postgresql":
+        # Its submit_sm_resp may be being recorded right now: wait for that, then look again.
+        lock_receipt_matching(conn)
+        segments.update(_find_segments(conn, unmatched))
     changes: list[SegmentChange] = []
     rows_out = []
     for r, key in fresh:
@@ -176,6 +186,17 @@ def record_receipts(
         )
     conn.execute(_INSERT, rows_out)
     apply_segment_statuses(conn, changes, now)
+
+
+def _find_segments(
+    conn: Connection, by_smsc: dict[str, set[str]]
+) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """(smsc, canonical id) -> (message, seq, segments) of the submitted segments with those ids."""
+    segments: dict[tuple[str, str], tuple[int, int, int]] = {}
+    for smsc, keys in by_smsc.items():
+        for smsc_id, message, seq, total in conn.execute(_SEGMENTS, {"smsc": smsc, "ids": list(keys)}):
+            segments[(smsc, smsc_id)] = (message, seq, total)
+    return segments
 
 
 def match_waiting_receipts(
