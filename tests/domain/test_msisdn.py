@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import phonenumbers
 import pytest
 from hypothesis import assume, given, settings
@@ -7,6 +9,7 @@ from hypothesis import strategies as st
 
 from smsline.domain.msisdn import (
     InvalidMsisdn,
+    _normalise_in_full,
     from_smpp_address,
     normalise_msisdn,
     to_smpp_address,
@@ -113,3 +116,33 @@ def test_every_writing_of_a_mobile_number_agrees(national: str) -> None:
     assert normalise_msisdn("7" + national) == e164
     assert normalise_msisdn(e164) == e164
     assert from_smpp_address(to_smpp_address(e164), 1) == e164
+
+
+def _reading(read: Callable[[str, str], str], raw: str, region: str) -> str:
+    try:
+        return read(raw, region)
+    except InvalidMsisdn as exc:
+        return f"rejected: {exc}"
+
+
+# Compact Russian writings (the fast path) and near misses of them, with every national number:
+# mobile, fixed line, freephone, Kazakhstan's +7 7…, invalid ranges, leading zeros, wrong lengths.
+compact_writings = st.builds(
+    lambda prefix, digits, suffix: prefix + digits + suffix,
+    st.sampled_from(["+7", "7", "8", "", "+8", "87", "+77", "07"]),
+    st.text(alphabet="0123456789", min_size=9, max_size=11),
+    st.sampled_from(["", "", "", " ", "\n", "1"]),
+)
+
+
+@settings(max_examples=3000)
+@given(compact_writings, st.sampled_from(["RU", "RU", "RU", "KZ", "DE"]))
+def test_the_fast_path_reads_every_number_as_phonenumbers_does(raw: str, region: str) -> None:
+    assert _reading(normalise_msisdn, raw, region) == _reading(_normalise_in_full, raw, region)
+
+
+@settings(max_examples=1000)
+@given(st.integers(1_000_000_000, 9_999_999_999).map(str), st.sampled_from(["+7", "7", "8"]))
+def test_the_fast_path_agrees_on_every_ten_digit_national_number(national: str, prefix: str) -> None:
+    raw = prefix + national
+    assert _reading(normalise_msisdn, raw, "RU") == _reading(_normalise_in_full, raw, "RU")
