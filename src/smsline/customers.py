@@ -16,24 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import csv
 import datetime as dt
 import functools
 import re
 import zoneinfo
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import Column, Row, String, delete, insert, select
+from sqlalchemy import BigInteger, Column, String, any_, bindparam, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import ReturningInsert
 
 from smsline.config import Settings
@@ -44,7 +45,7 @@ from smsline.domain.msisdn import InvalidMsisdn, normalise_msisdn
 REQUIRED_COLUMNS: Final = ("customer_id", "phone", "personal_code", "login")
 OPTIONAL_COLUMNS: Final = ("name", "language", "timezone", "tags", "sms_enabled")
 LANGUAGES: Final = ("en", "ru")
-BATCH_SIZE: Final = 1000
+BATCH_SIZE: Final = 5000
 CONSENT_CHANNEL: Final = "import"
 
 _TRUE_WORDS: Final = frozenset({"true", "yes", "1"})
@@ -100,8 +101,7 @@ class ImportReport:
     imported: bool = True
 
 
-@dataclass(frozen=True)
-class _Row:
+class _Row(NamedTuple):
     """A valid row. None means "not given" (absent column or empty cell)."""
 
     line: int
@@ -183,77 +183,100 @@ def _check_header(path: Path, header: list[str] | None) -> list[str]:
     return columns
 
 
-def _required_text(values: dict[str, str], column: str, reasons: list[str]) -> str:
-    value = values[column]
-    if not value:
-        reasons.append(f"{column} is empty")
-    elif len(value) > _TEXT_LIMITS[column]:
-        reasons.append(f"{column} is longer than {_TEXT_LIMITS[column]} characters")
-    return value
+RowParser = Callable[[int, list[str]], "_Row | RowError"]
+
+
+def _row_parser(columns: list[str], defaults: _Defaults) -> RowParser:
+    """A function that validates one record of a file with these (checked) columns.
+
+    Everything that depends only on the header is worked out once, here, not once per row.
+    """
+    width = len(columns)
+    index = {name: position for position, name in enumerate(columns)}
+    at_id, at_phone, at_code, at_login = (index[name] for name in REQUIRED_COLUMNS)
+    at_name, at_language, at_zone, at_tags, at_flag = (index.get(name) for name in OPTIONAL_COLUMNS)
+    id_limit, code_limit, login_limit, name_limit = (
+        _TEXT_LIMITS[name] for name in ("customer_id", "personal_code", "login", "name")
+    )
+    zones = _time_zones()
+    region = defaults.region
+    split_tags = _TAG_SEPARATORS.split
+
+    def parse(line: int, record: list[str]) -> _Row | RowError:
+        if len(record) != width:
+            return RowError(line, f"has {len(record)} fields, the header has {width} (check the quoting)")
+        values = [value.strip() for value in record]
+        reasons: list[str] = []
+
+        customer_id = values[at_id]
+        if not customer_id:
+            reasons.append("customer_id is empty")
+        elif len(customer_id) > id_limit:
+            reasons.append(f"customer_id is longer than {id_limit} characters")
+        phone = values[at_phone]
+        if not phone:
+            reasons.append("phone is empty")
+        else:
+            try:
+                phone = normalise_msisdn(phone, region)
+            except InvalidMsisdn as exc:
+                reasons.append(f"phone: {exc}")
+        personal_code = values[at_code]
+        if not personal_code:
+            reasons.append("personal_code is empty")
+        elif len(personal_code) > code_limit:
+            reasons.append(f"personal_code is longer than {code_limit} characters")
+        login = values[at_login]
+        if not login:
+            reasons.append("login is empty")
+        elif len(login) > login_limit:
+            reasons.append(f"login is longer than {login_limit} characters")
+
+        name = (values[at_name] or None) if at_name is not None else None
+        if name is not None and len(name) > name_limit:
+            reasons.append(f"name is longer than {name_limit} characters")
+
+        language: str | None = None
+        if at_language is not None and (raw_language := values[at_language]):
+            language = raw_language.lower()
+            if language not in LANGUAGES:
+                reasons.append(f"language {raw_language!r} is not one of {', '.join(LANGUAGES)}")
+
+        timezone: str | None = None
+        if at_zone is not None and (raw_zone := values[at_zone]):
+            timezone = zones.get(raw_zone.lower())
+            if timezone is None:
+                reasons.append(f"timezone {raw_zone!r} is not an IANA time zone (e.g. Europe/Moscow)")
+
+        tags: tuple[str, ...] | None = None
+        if at_tags is not None:
+            raw_tags = values[at_tags]
+            tags = tuple(dict.fromkeys(tag for tag in split_tags(raw_tags) if tag)) if raw_tags else ()
+            too_long = [tag for tag in tags if len(tag) > _TAG_LIMIT]
+            if too_long:
+                reasons.append(f"tag {too_long[0]!r} is longer than {_TAG_LIMIT} characters")
+
+        sms_enabled: bool | None = None
+        if at_flag is not None and (raw_flag := values[at_flag]):
+            flag = raw_flag.lower()
+            if flag in _TRUE_WORDS:
+                sms_enabled = True
+            elif flag in _FALSE_WORDS:
+                sms_enabled = False
+            else:
+                reasons.append(f"sms_enabled {raw_flag!r} is not one of true/false, yes/no, 1/0")
+
+        if reasons:
+            return RowError(line, "; ".join(reasons))
+        return _Row(
+            line, customer_id, phone, personal_code, login, name, language, timezone, tags, sms_enabled
+        )
+
+    return parse
 
 
 def _parse_row(line: int, record: list[str], columns: list[str], defaults: _Defaults) -> _Row | RowError:
-    if len(record) != len(columns):
-        return RowError(line, f"has {len(record)} fields, the header has {len(columns)} (check the quoting)")
-    values = {column: value.strip() for column, value in zip(columns, record, strict=True)}
-    reasons: list[str] = []
-
-    customer_id = _required_text(values, "customer_id", reasons)
-    phone = ""
-    if not values["phone"]:
-        reasons.append("phone is empty")
-    else:
-        try:
-            phone = normalise_msisdn(values["phone"], defaults.region)
-        except InvalidMsisdn as exc:
-            reasons.append(f"phone: {exc}")
-    personal_code = _required_text(values, "personal_code", reasons)
-    login = _required_text(values, "login", reasons)
-
-    name: str | None = values.get("name") or None
-    if name is not None and len(name) > _TEXT_LIMITS["name"]:
-        reasons.append(f"name is longer than {_TEXT_LIMITS['name']} characters")
-
-    language: str | None = values.get("language", "").lower() or None
-    if language is not None and language not in LANGUAGES:
-        reasons.append(f"language {values['language']!r} is not one of {', '.join(LANGUAGES)}")
-
-    timezone: str | None = None
-    if raw_zone := values.get("timezone"):
-        timezone = _time_zones().get(raw_zone.lower())
-        if timezone is None:
-            reasons.append(f"timezone {raw_zone!r} is not an IANA time zone (e.g. Europe/Moscow)")
-
-    tags: tuple[str, ...] | None = None
-    if "tags" in values:
-        tags = tuple(dict.fromkeys(tag for tag in _TAG_SEPARATORS.split(values["tags"]) if tag))
-        too_long = [tag for tag in tags if len(tag) > _TAG_LIMIT]
-        if too_long:
-            reasons.append(f"tag {too_long[0]!r} is longer than {_TAG_LIMIT} characters")
-
-    sms_enabled: bool | None = None
-    if raw_flag := values.get("sms_enabled"):
-        if raw_flag.lower() in _TRUE_WORDS:
-            sms_enabled = True
-        elif raw_flag.lower() in _FALSE_WORDS:
-            sms_enabled = False
-        else:
-            reasons.append(f"sms_enabled {raw_flag!r} is not one of true/false, yes/no, 1/0")
-
-    if reasons:
-        return RowError(line, "; ".join(reasons))
-    return _Row(
-        line=line,
-        customer_id=customer_id,
-        phone=phone,
-        personal_code=personal_code,
-        login=login,
-        name=name,
-        language=language,
-        timezone=timezone,
-        tags=tags,
-        sms_enabled=sms_enabled,
-    )
+    return _row_parser(columns, defaults)(line, record)
 
 
 def _read_batches(path: Path, defaults: _Defaults, batch_size: int) -> Generator[_Batch, None, None]:
@@ -267,8 +290,9 @@ def _read_batches(path: Path, defaults: _Defaults, batch_size: int) -> Generator
     with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle)
         try:
-            columns = _check_header(path, next(reader, None))
-            batch = _Batch([], [], 0)
+            parse = _row_parser(_check_header(path, next(reader, None)), defaults)
+            rows: list[_Row] = []
+            errors: list[RowError] = []
             rows_read = 0
             last_line = reader.line_num
             for record in reader:
@@ -277,30 +301,37 @@ def _read_batches(path: Path, defaults: _Defaults, batch_size: int) -> Generator
                 if not any(value.strip() for value in record):
                     continue
                 rows_read += 1
-                parsed = _parse_row(line, record, columns, defaults)
-                if isinstance(parsed, _Row):
+                parsed = parse(line, record)
+                if type(parsed) is _Row:
                     if (first := seen_ids.get(parsed.customer_id)) is not None:
-                        parsed = RowError(line, f"customer_id {parsed.customer_id!r} is also on line {first}")
+                        errors.append(
+                            RowError(line, f"customer_id {parsed.customer_id!r} is also on line {first}")
+                        )
                     elif (first := seen_phones.get(parsed.phone)) is not None:
-                        parsed = RowError(line, f"phone {parsed.phone} is also on line {first}")
+                        errors.append(RowError(line, f"phone {parsed.phone} is also on line {first}"))
                     else:
                         seen_ids[parsed.customer_id] = line
                         seen_phones[parsed.phone] = line
-                if isinstance(parsed, _Row):
-                    batch.rows.append(parsed)
+                        rows.append(parsed)
                 else:
-                    batch.errors.append(parsed)
-                if len(batch.rows) + len(batch.errors) >= batch_size:
-                    batch.rows_read = rows_read
-                    yield batch
-                    batch = _Batch([], [], 0)
-            batch.rows_read = rows_read
-            yield batch
+                    assert isinstance(parsed, RowError)
+                    errors.append(parsed)
+                if len(rows) + len(errors) >= batch_size:
+                    yield _Batch(rows, errors, rows_read)
+                    rows, errors = [], []
+            yield _Batch(rows, errors, rows_read)
         except csv.Error as exc:
             raise InvalidCustomerFile(f"{path.name}, line {reader.line_num}: {exc}") from exc
 
 
-# --- writing to the database -----------------------------------------------------------------
+# --- deciding what a batch changes -------------------------------------------------------------
+
+# What an import compares and writes, in this order: the customer's fields after customer_id.
+_Fields = tuple[str, str, str, str | None, str, str, bool]
+# A new or changed customer: (customer_id, *_Fields).
+_Upsert = tuple[str, str, str, str, str | None, str, str, bool]
+# A known customer as the database has it: (id, *_Fields).
+_Known = tuple[int, str, str, str, str | None, str, str, bool]
 
 
 @dataclass
@@ -309,6 +340,163 @@ class _Outcome:
     updated: int = 0
     unchanged: int = 0
     errors: list[RowError] = field(default_factory=list)
+
+
+@dataclass
+class _Plan:
+    """The writes a batch needs, decided from the rows and what the database holds."""
+
+    outcome: _Outcome
+    upserts: list[_Upsert]  # (customer_id, *fields) of new and changed customers
+    ids: dict[str, int]  # the database id of every known customer of the batch
+    replaced_tags: list[int]  # known customers whose tags are replaced
+    new_tags: list[tuple[str, str]]  # (customer_id, tag)
+    consent: list[tuple[str, bool]]  # (customer_id, sms_enabled) of every change
+
+    @property
+    def empty(self) -> bool:
+        return not (self.upserts or self.replaced_tags or self.new_tags or self.consent)
+
+
+def _plan(
+    rows: Sequence[_Row],
+    existing: dict[str, _Known],
+    owners: dict[str, str],
+    current_tags: dict[int, set[str]],
+    defaults: _Defaults,
+) -> _Plan:
+    """Created, updated, unchanged or rejected, row by row, and what to write for it."""
+    outcome = _Outcome()
+    plan = _Plan(outcome, [], {}, [], [], [])
+    upserts, new_tags, consent = plan.upserts, plan.new_tags, plan.consent
+    default_language, default_timezone = defaults.language, defaults.timezone
+    for row in rows:
+        (line, customer_id, phone, personal_code, login, name, language, timezone, tags, sms_enabled) = row
+        owner = owners.get(phone)
+        if owner is not None and owner != customer_id:
+            outcome.errors.append(RowError(line, f"phone {phone} already belongs to customer {owner!r}"))
+            continue
+        current = existing.get(customer_id)
+        if current is None:
+            enabled = True if sms_enabled is None else sms_enabled
+            upserts.append(
+                (
+                    customer_id,
+                    phone,
+                    personal_code,
+                    login,
+                    name,
+                    language or default_language,
+                    timezone or default_timezone,
+                    enabled,
+                )
+            )
+            if tags:
+                new_tags.extend((customer_id, tag) for tag in tags)
+            if not enabled:
+                consent.append((customer_id, False))
+            outcome.created += 1
+            continue
+        pk = current[0]
+        plan.ids[customer_id] = pk
+        fields: _Fields = (
+            phone,
+            personal_code,
+            login,
+            current[4] if name is None else name,
+            current[5] if language is None else language,
+            current[6] if timezone is None else timezone,
+            current[7] if sms_enabled is None else sms_enabled,
+        )
+        fields_changed = fields != current[1:]
+        tags_changed = tags is not None and set(tags) != current_tags.get(pk, set())
+        if not fields_changed and not tags_changed:
+            outcome.unchanged += 1
+            continue
+        if fields_changed:
+            upserts.append((customer_id, *fields))
+        if tags_changed and tags is not None:
+            plan.replaced_tags.append(pk)
+            new_tags.extend((customer_id, tag) for tag in tags)
+        if fields[6] != current[7]:
+            consent.append((customer_id, fields[6]))
+        outcome.updated += 1
+    return plan
+
+
+# --- reading what the database has -----------------------------------------------------------
+
+_KNOWN_COLUMNS: Final = (customers.c.customer_id, customers.c.id, *(customers.c[name] for name in _FIELDS))
+_EXISTING: Final = select(*_KNOWN_COLUMNS).where(
+    customers.c.customer_id.in_(bindparam("keys", expanding=True))
+)
+_OWNERS: Final = select(customers.c.phone, customers.c.customer_id).where(
+    customers.c.phone.in_(bindparam("keys", expanding=True))
+)
+_TAGS: Final = select(customer_tags.c.customer, customer_tags.c.tag).where(
+    customer_tags.c.customer.in_(bindparam("keys", expanding=True))
+)
+# On PostgreSQL a batch's keys go as one array parameter rather than thousands of them.
+_EXISTING_ANY: Final = select(*_KNOWN_COLUMNS).where(
+    customers.c.customer_id == any_(bindparam("keys", type_=postgresql.ARRAY(String)))
+)
+_OWNERS_ANY: Final = select(customers.c.phone, customers.c.customer_id).where(
+    customers.c.phone == any_(bindparam("keys", type_=postgresql.ARRAY(String)))
+)
+_TAGS_ANY: Final = select(customer_tags.c.customer, customer_tags.c.tag).where(
+    customer_tags.c.customer == any_(bindparam("keys", type_=postgresql.ARRAY(BigInteger)))
+)
+
+
+@dataclass
+class _Found:
+    existing: dict[str, _Known]
+    owners: dict[str, str]
+    current_tags: dict[int, set[str]]
+
+
+def _tagged_known(rows: Sequence[_Row], existing: dict[str, _Known]) -> list[int]:
+    return [
+        existing[row.customer_id][0] for row in rows if row.tags is not None and row.customer_id in existing
+    ]
+
+
+def _found(known: Iterable[Sequence[Any]], owners: Iterable[Sequence[Any]]) -> _Found:
+    existing: dict[str, _Known] = {
+        row[0]: (row[1], row[2], row[3], row[4], row[5], row[6], row[7], bool(row[8])) for row in known
+    }
+    return _Found(existing, {phone: customer_id for phone, customer_id in owners}, {})
+
+
+def _add_tags(found: _Found, tags: Iterable[Sequence[Any]]) -> None:
+    for customer, tag in tags:
+        found.current_tags.setdefault(customer, set()).add(tag)
+
+
+def _lookup(connection: Connection, rows: Sequence[_Row]) -> _Found:
+    """The batch's known customers, the owners of its phones and the tags it may replace."""
+    found = _found(
+        connection.execute(_EXISTING, {"keys": [row.customer_id for row in rows]}),
+        connection.execute(_OWNERS, {"keys": [row.phone for row in rows]}),
+    )
+    if tagged := _tagged_known(rows, found.existing):
+        _add_tags(found, connection.execute(_TAGS, {"keys": tagged}))
+    return found
+
+
+async def _lookup_postgresql(connection: AsyncConnection, rows: Sequence[_Row]) -> _Found:
+    found = _found(
+        await connection.execute(_EXISTING_ANY, {"keys": [row.customer_id for row in rows]}),
+        await connection.execute(_OWNERS_ANY, {"keys": [row.phone for row in rows]}),
+    )
+    if tagged := _tagged_known(rows, found.existing):
+        _add_tags(found, await connection.execute(_TAGS_ANY, {"keys": tagged}))
+    return found
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+_UPSERT_COLUMNS: Final = ("customer_id", *_FIELDS)
 
 
 def _upsert_statement(dialect: str) -> ReturningInsert[tuple[int, str]]:
@@ -325,134 +513,26 @@ def _upsert_statement(dialect: str) -> ReturningInsert[tuple[int, str]]:
     return upsert.returning(customers.c.id, customers.c.customer_id)
 
 
-def _apply_batch(
-    connection: Connection,
-    rows: Sequence[_Row],
-    *,
-    defaults: _Defaults,
-    actor: str,
-    write: bool,
-    strict: bool,
-    channel: str = CONSENT_CHANNEL,
-) -> _Outcome:
-    """Check ``rows`` against the database and, when ``write``, store the ones that pass.
-
-    With ``strict`` nothing is stored when any row fails.
-    """
-    outcome = _Outcome()
-    existing: dict[str, Row[Any]] = {
-        row.customer_id: row
-        for row in connection.execute(
-            select(
-                customers.c.id,
-                customers.c.customer_id,
-                *(customers.c[name] for name in _FIELDS),
-            ).where(customers.c.customer_id.in_([row.customer_id for row in rows]))
-        )
-    }
-    owners: dict[str, str] = {
-        phone: customer_id
-        for phone, customer_id in connection.execute(
-            select(customers.c.phone, customers.c.customer_id).where(
-                customers.c.phone.in_([row.phone for row in rows])
-            )
-        )
-    }
-    tagged_ids = [
-        existing[row.customer_id].id for row in rows if row.tags is not None and row.customer_id in existing
-    ]
-    current_tags: dict[int, set[str]] = {}
-    if tagged_ids:
-        for customer, tag in connection.execute(
-            select(customer_tags.c.customer, customer_tags.c.tag).where(
-                customer_tags.c.customer.in_(tagged_ids)
-            )
-        ):
-            current_tags.setdefault(customer, set()).add(tag)
-
-    now = dt.datetime.now(dt.UTC)
-    upserts: list[dict[str, Any]] = []
-    new_tags: dict[str, tuple[str, ...]] = {}
-    replaced_tags: list[int] = []
-    consent: dict[str, bool] = {}
-    for row in rows:
-        owner = owners.get(row.phone)
-        if owner is not None and owner != row.customer_id:
-            outcome.errors.append(
-                RowError(row.line, f"phone {row.phone} already belongs to customer {owner!r}")
-            )
-            continue
-        current = existing.get(row.customer_id)
-        if current is None:
-            values: dict[str, Any] = {
-                "customer_id": row.customer_id,
-                "phone": row.phone,
-                "personal_code": row.personal_code,
-                "login": row.login,
-                "name": row.name,
-                "language": row.language or defaults.language,
-                "timezone": row.timezone or defaults.timezone,
-                "sms_enabled": True if row.sms_enabled is None else row.sms_enabled,
-                "created_at": now,
-                "updated_at": now,
-            }
-            upserts.append(values)
-            if row.tags:
-                new_tags[row.customer_id] = row.tags
-            if not values["sms_enabled"]:
-                consent[row.customer_id] = False
-            outcome.created += 1
-            continue
-        given = {
-            "phone": row.phone,
-            "personal_code": row.personal_code,
-            "login": row.login,
-            "name": row.name,
-            "language": row.language,
-            "timezone": row.timezone,
-            "sms_enabled": row.sms_enabled,
-        }
-        values = {name: current._mapping[name] if given[name] is None else given[name] for name in _FIELDS}
-        fields_changed = any(values[name] != current._mapping[name] for name in _FIELDS)
-        tags_changed = row.tags is not None and set(row.tags) != current_tags.get(current.id, set())
-        if not fields_changed and not tags_changed:
-            outcome.unchanged += 1
-            continue
-        if fields_changed:
-            upserts.append(
-                {
-                    "customer_id": row.customer_id,
-                    **values,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-        if tags_changed and row.tags is not None:
-            replaced_tags.append(current.id)
-            new_tags[row.customer_id] = row.tags
-        if values["sms_enabled"] != current.sms_enabled:
-            consent[row.customer_id] = values["sms_enabled"]
-        outcome.updated += 1
-
-    if not write or (strict and outcome.errors):
-        return outcome
-
-    ids = {customer_id: row.id for customer_id, row in existing.items()}
-    if upserts:
-        result = connection.execute(_upsert_statement(connection.dialect.name), upserts)
-        ids.update({customer_id: pk for pk, customer_id in result})
-    if replaced_tags:
-        connection.execute(delete(customer_tags).where(customer_tags.c.customer.in_(replaced_tags)))
-    if new_tags:
-        connection.execute(
-            insert(customer_tags),
+def _write_core(connection: Connection, plan: _Plan, *, now: dt.datetime, actor: str, channel: str) -> None:
+    """Store a plan through SQLAlchemy statements (one customer at a time: the HTTP API)."""
+    ids = dict(plan.ids)
+    if plan.upserts:
+        result = connection.execute(
+            _upsert_statement(connection.dialect.name),
             [
-                {"customer": ids[customer_id], "tag": tag}
-                for customer_id, tags in new_tags.items()
-                for tag in tags
+                {**dict(zip(_UPSERT_COLUMNS, values, strict=True)), "created_at": now, "updated_at": now}
+                for values in plan.upserts
             ],
         )
-    if consent:
+        ids.update({customer_id: pk for pk, customer_id in result})
+    if plan.replaced_tags:
+        connection.execute(delete(customer_tags).where(customer_tags.c.customer.in_(plan.replaced_tags)))
+    if plan.new_tags:
+        connection.execute(
+            insert(customer_tags),
+            [{"customer": ids[customer_id], "tag": tag} for customer_id, tag in plan.new_tags],
+        )
+    if plan.consent:
         connection.execute(
             insert(consent_events),
             [
@@ -463,10 +543,131 @@ def _apply_batch(
                     "actor": actor,
                     "at": now,
                 }
-                for customer_id, enabled in consent.items()
+                for customer_id, enabled in plan.consent
             ],
         )
-    return outcome
+
+
+# SQLite: plain executemany of tuples; tags and consent events find their customer's id by
+# customer_id in the same statement (an index lookup), so no RETURNING is needed.
+_SQLITE_UPSERT: Final = (
+    f"INSERT INTO customers ({', '.join(_UPSERT_COLUMNS)}, created_at, updated_at) "
+    f"VALUES ({', '.join('?' * (len(_UPSERT_COLUMNS) + 2))}) "
+    "ON CONFLICT (customer_id) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in (*_FIELDS, "updated_at"))
+)
+_SQLITE_UNTAG: Final = "DELETE FROM customer_tags WHERE customer = ?"
+_SQLITE_TAG: Final = (
+    "INSERT INTO customer_tags (customer, tag) SELECT id, ? FROM customers WHERE customer_id = ?"
+)
+_SQLITE_CONSENT: Final = (
+    "INSERT INTO consent_events (customer, sms_enabled, channel, actor, at) "
+    "SELECT id, ?, ?, ?, ? FROM customers WHERE customer_id = ?"
+)
+
+
+def _write_sqlite(connection: Connection, plan: _Plan, *, now: dt.datetime, actor: str, channel: str) -> None:
+    to_text = customers.c.updated_at.type.bind_processor(connection.dialect)
+    stamp = to_text(now) if to_text is not None else now  # the column's own text form
+    if plan.upserts:
+        connection.exec_driver_sql(_SQLITE_UPSERT, [(*values, stamp, stamp) for values in plan.upserts])
+    if plan.replaced_tags:
+        connection.exec_driver_sql(_SQLITE_UNTAG, [(pk,) for pk in plan.replaced_tags])
+    if plan.new_tags:
+        connection.exec_driver_sql(_SQLITE_TAG, [(tag, customer_id) for customer_id, tag in plan.new_tags])
+    if plan.consent:
+        connection.exec_driver_sql(
+            _SQLITE_CONSENT,
+            [(enabled, channel, actor, stamp, customer_id) for customer_id, enabled in plan.consent],
+        )
+
+
+# PostgreSQL: COPY into a temporary staging table, then one INSERT … SELECT … ON CONFLICT.
+_STAGING: Final = "smsline_customers_import"
+_PG_STAGE: Final = (
+    f"CREATE TEMPORARY TABLE {_STAGING} (customer_id text, phone text, personal_code text, login text, "
+    "name text, language text, timezone text, sms_enabled boolean) ON COMMIT DROP"
+)
+_PG_UPSERT: Final = (
+    f"INSERT INTO customers ({', '.join(_UPSERT_COLUMNS)}, created_at, updated_at) "
+    f"SELECT {', '.join(_UPSERT_COLUMNS)}, $1, $1 FROM {_STAGING} "
+    "ON CONFLICT (customer_id) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in (*_FIELDS, "updated_at"))
+    + " RETURNING id, customer_id"
+)
+_PG_UNTAG: Final = "DELETE FROM customer_tags WHERE customer = ANY($1::bigint[])"
+
+
+@dataclass
+class _Staging:
+    """Whether the current transaction has created the staging table (it drops on commit)."""
+
+    created: bool = False
+
+
+async def _write_postgresql(
+    pg: Any, plan: _Plan, staging: _Staging, *, now: dt.datetime, actor: str, channel: str
+) -> None:
+    """Store a plan through the asyncpg connection ``pg``, inside its open transaction."""
+    ids = dict(plan.ids)
+    if plan.upserts:
+        if staging.created:
+            await pg.execute(f"TRUNCATE {_STAGING}")
+        else:
+            await pg.execute(_PG_STAGE)
+            staging.created = True
+        await pg.copy_records_to_table(_STAGING, records=plan.upserts, columns=_UPSERT_COLUMNS)
+        ids.update({customer_id: pk for pk, customer_id in await pg.fetch(_PG_UPSERT, now)})
+    if plan.replaced_tags:
+        await pg.execute(_PG_UNTAG, plan.replaced_tags)
+    if plan.new_tags:
+        await pg.copy_records_to_table(
+            customer_tags.name,
+            records=[(ids[customer_id], tag) for customer_id, tag in plan.new_tags],
+            columns=("customer", "tag"),
+        )
+    if plan.consent:
+        await pg.copy_records_to_table(
+            consent_events.name,
+            records=[
+                (ids[customer_id], enabled, channel, actor, now) for customer_id, enabled in plan.consent
+            ],
+            columns=("customer", "sms_enabled", "channel", "actor", "at"),
+        )
+
+
+@dataclass(frozen=True)
+class _Apply:
+    """How a batch is applied: the import's settings, and whether to store what passed."""
+
+    defaults: _Defaults
+    actor: str
+    channel: str
+    write: bool
+    strict: bool  # store nothing when any row fails
+
+
+def _apply_batch_sqlite(connection: Connection, rows: Sequence[_Row], how: _Apply) -> _Outcome:
+    found = _lookup(connection, rows)
+    plan = _plan(rows, found.existing, found.owners, found.current_tags, how.defaults)
+    if how.write and not (how.strict and plan.outcome.errors) and not plan.empty:
+        _write_sqlite(connection, plan, now=dt.datetime.now(dt.UTC), actor=how.actor, channel=how.channel)
+    return plan.outcome
+
+
+async def _apply_batch_postgresql(
+    connection: AsyncConnection, rows: Sequence[_Row], how: _Apply, staging: _Staging
+) -> _Outcome:
+    found = await _lookup_postgresql(connection, rows)  # this also opens the transaction
+    plan = _plan(rows, found.existing, found.owners, found.current_tags, how.defaults)
+    if how.write and not (how.strict and plan.outcome.errors) and not plan.empty:
+        pg = (await connection.get_raw_connection()).driver_connection
+        assert pg is not None
+        assert pg.is_in_transaction()
+        await _write_postgresql(
+            pg, plan, staging, now=dt.datetime.now(dt.UTC), actor=how.actor, channel=how.channel
+        )
+    return plan.outcome
 
 
 async def import_customers(
@@ -490,6 +691,9 @@ async def import_customers(
         raise ValueError(f"default language {default_language!r} is not one of {LANGUAGES}")
     if default_timezone.lower() not in _time_zones():
         raise ValueError(f"default time zone {default_timezone!r} is not an IANA time zone")
+    dialect = engine.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        raise ValueError(f"unsupported database dialect {dialect!r}")
     defaults = _Defaults(default_region, default_language, default_timezone)
     actor = actor[:_ACTOR_LIMIT]
     report = ImportReport()
@@ -498,10 +702,24 @@ async def import_customers(
     def read_batch() -> _Batch | None:
         return next(batches, None)
 
-    async def next_batch() -> _Batch | None:
-        return await asyncio.to_thread(read_batch)
+    # The next batch is read and validated on a worker thread while the current one is written.
+    reading: asyncio.Future[_Batch | None] | None = asyncio.ensure_future(asyncio.to_thread(read_batch))
 
-    def count(outcome: _Outcome) -> None:
+    async def next_batch() -> _Batch | None:
+        nonlocal reading
+        assert reading is not None
+        batch = await reading
+        reading = asyncio.ensure_future(asyncio.to_thread(read_batch)) if batch is not None else None
+        return batch
+
+    async def apply(
+        connection: AsyncConnection, rows: list[_Row], staging: _Staging, *, strict: bool
+    ) -> None:
+        how = _Apply(defaults, actor, channel, write=not (strict and report.rejected), strict=strict)
+        if dialect == "postgresql":
+            outcome = await _apply_batch_postgresql(connection, rows, how, staging)
+        else:
+            outcome = await connection.run_sync(_apply_batch_sqlite, rows, how)
         report.created += outcome.created
         report.updated += outcome.updated
         report.unchanged += outcome.unchanged
@@ -511,22 +729,11 @@ async def import_customers(
         async with engine.connect() as connection:
             if all_or_nothing:
                 async with connection.begin() as transaction:
+                    staging = _Staging()
                     while (batch := await next_batch()) is not None:
                         report.rejected.extend(batch.errors)
                         if batch.rows:
-                            count(
-                                await connection.run_sync(
-                                    functools.partial(
-                                        _apply_batch,
-                                        rows=batch.rows,
-                                        defaults=defaults,
-                                        actor=actor,
-                                        write=not report.rejected,
-                                        strict=True,
-                                        channel=channel,
-                                    )
-                                )
-                            )
+                            await apply(connection, batch.rows, staging, strict=True)
                         if progress is not None:
                             progress(batch.rows_read)
                     if report.rejected:
@@ -538,22 +745,13 @@ async def import_customers(
                     report.rejected.extend(batch.errors)
                     if batch.rows:
                         async with connection.begin():
-                            count(
-                                await connection.run_sync(
-                                    functools.partial(
-                                        _apply_batch,
-                                        rows=batch.rows,
-                                        defaults=defaults,
-                                        actor=actor,
-                                        write=True,
-                                        strict=False,
-                                        channel=channel,
-                                    )
-                                )
-                            )
+                            await apply(connection, batch.rows, _Staging(), strict=False)
                     if progress is not None:
                         progress(batch.rows_read)
     finally:
+        if reading is not None:
+            with contextlib.suppress(BaseException):
+                await reading
         batches.close()
     report.rejected.sort(key=lambda error: error.line)
     return report
@@ -590,12 +788,12 @@ def apply_customer(
     parsed = _parse_row(1, [values[name] for name in columns], columns, defaults)
     if isinstance(parsed, RowError):
         raise InvalidCustomer(parsed.reason)
-    outcome = _apply_batch(
-        connection, [parsed], defaults=defaults, actor=actor[:_ACTOR_LIMIT], write=True, strict=True,
-        channel=channel,
-    )
-    if outcome.errors:
-        raise InvalidCustomer(outcome.errors[0].reason)
+    found = _lookup(connection, [parsed])
+    plan = _plan([parsed], found.existing, found.owners, found.current_tags, defaults)
+    if plan.outcome.errors:
+        raise InvalidCustomer(plan.outcome.errors[0].reason)
+    _write_core(connection, plan, now=dt.datetime.now(dt.UTC), actor=actor[:_ACTOR_LIMIT], channel=channel)
+    outcome = plan.outcome
     return "created" if outcome.created else "updated" if outcome.updated else "unchanged"
 
 
