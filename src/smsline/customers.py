@@ -20,6 +20,7 @@ import contextlib
 import csv
 import datetime as dt
 import functools
+import json
 import re
 import zoneinfo
 from collections.abc import Callable, Generator, Iterable, Sequence
@@ -27,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
+import asyncpg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import BigInteger, Column, String, any_, bindparam, delete, insert, select
+from sqlalchemy import Column, String, Text, bindparam, delete, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -283,10 +285,9 @@ def _read_batches(path: Path, defaults: _Defaults, batch_size: int) -> Generator
     """Valid rows and rejected rows, a batch at a time; the last batch may be empty.
 
     Raises InvalidCustomerFile before the first batch when the file cannot be imported at all.
+    Rows that repeat an earlier row's customer_id or phone are caught later, by _drop_repeats.
     """
     _check_encoding(path)
-    seen_ids: dict[str, int] = {}
-    seen_phones: dict[str, int] = {}
     with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle)
         try:
@@ -303,16 +304,7 @@ def _read_batches(path: Path, defaults: _Defaults, batch_size: int) -> Generator
                 rows_read += 1
                 parsed = parse(line, record)
                 if type(parsed) is _Row:
-                    if (first := seen_ids.get(parsed.customer_id)) is not None:
-                        errors.append(
-                            RowError(line, f"customer_id {parsed.customer_id!r} is also on line {first}")
-                        )
-                    elif (first := seen_phones.get(parsed.phone)) is not None:
-                        errors.append(RowError(line, f"phone {parsed.phone} is also on line {first}"))
-                    else:
-                        seen_ids[parsed.customer_id] = line
-                        seen_phones[parsed.phone] = line
-                        rows.append(parsed)
+                    rows.append(parsed)
                 else:
                     assert isinstance(parsed, RowError)
                     errors.append(parsed)
@@ -322,6 +314,29 @@ def _read_batches(path: Path, defaults: _Defaults, batch_size: int) -> Generator
             yield _Batch(rows, errors, rows_read)
         except csv.Error as exc:
             raise InvalidCustomerFile(f"{path.name}, line {reader.line_num}: {exc}") from exc
+
+
+def _drop_repeats(
+    rows: Sequence[_Row], earlier_ids: dict[str, int], earlier_phones: dict[str, int]
+) -> tuple[list[_Row], list[RowError]]:
+    """The rows whose customer_id and phone no earlier row of the file has, and the others.
+
+    ``earlier_ids`` and ``earlier_phones`` give the line of the first row of the file, before
+    this batch, that has one of the batch's customer ids or phones.
+    """
+    ids: dict[str, int] = {}
+    phones: dict[str, int] = {}
+    kept: list[_Row] = []
+    repeats: list[RowError] = []
+    for row in rows:
+        if (first := earlier_ids.get(row.customer_id, ids.get(row.customer_id))) is not None:
+            repeats.append(RowError(row.line, f"customer_id {row.customer_id!r} is also on line {first}"))
+        elif (first := earlier_phones.get(row.phone, phones.get(row.phone))) is not None:
+            repeats.append(RowError(row.line, f"phone {row.phone} is also on line {first}"))
+        else:
+            ids[row.customer_id] = phones[row.phone] = row.line
+            kept.append(row)
+    return kept, repeats
 
 
 # --- deciding what a batch changes -------------------------------------------------------------
@@ -424,6 +439,23 @@ def _plan(
     return plan
 
 
+# --- the rows of the file seen so far ------------------------------------------------------------
+# A row that repeats the customer_id or phone of an earlier row is rejected with that row's line.
+# What the earlier rows had is kept in two temporary tables of the import's own connection, not in
+# memory, so that memory does not grow with the file.
+
+_SEEN_IDS: Final = "smsline_import_ids"
+_SEEN_PHONES: Final = "smsline_import_phones"
+
+
+def _earlier_lines(seen: Iterable[Sequence[Any]]) -> tuple[dict[str, int], dict[str, int]]:
+    """(line by customer_id, line by phone) from rows of (0 for an id or 1 for a phone, key, line)."""
+    lines: tuple[dict[str, int], dict[str, int]] = ({}, {})
+    for kind, key, line in seen:
+        lines[kind][key] = line
+    return lines
+
+
 # --- reading what the database has -----------------------------------------------------------
 
 _KNOWN_COLUMNS: Final = (customers.c.customer_id, customers.c.id, *(customers.c[name] for name in _FIELDS))
@@ -435,16 +467,6 @@ _OWNERS: Final = select(customers.c.phone, customers.c.customer_id).where(
 )
 _TAGS: Final = select(customer_tags.c.customer, customer_tags.c.tag).where(
     customer_tags.c.customer.in_(bindparam("keys", expanding=True))
-)
-# On PostgreSQL a batch's keys go as one array parameter rather than thousands of them.
-_EXISTING_ANY: Final = select(*_KNOWN_COLUMNS).where(
-    customers.c.customer_id == any_(bindparam("keys", type_=postgresql.ARRAY(String)))
-)
-_OWNERS_ANY: Final = select(customers.c.phone, customers.c.customer_id).where(
-    customers.c.phone == any_(bindparam("keys", type_=postgresql.ARRAY(String)))
-)
-_TAGS_ANY: Final = select(customer_tags.c.customer, customer_tags.c.tag).where(
-    customer_tags.c.customer == any_(bindparam("keys", type_=postgresql.ARRAY(BigInteger)))
 )
 
 
@@ -474,7 +496,7 @@ def _add_tags(found: _Found, tags: Iterable[Sequence[Any]]) -> None:
 
 
 def _lookup(connection: Connection, rows: Sequence[_Row]) -> _Found:
-    """The batch's known customers, the owners of its phones and the tags it may replace."""
+    """The rows' known customers, the owners of their phones and the tags they may replace."""
     found = _found(
         connection.execute(_EXISTING, {"keys": [row.customer_id for row in rows]}),
         connection.execute(_OWNERS, {"keys": [row.phone for row in rows]}),
@@ -484,19 +506,12 @@ def _lookup(connection: Connection, rows: Sequence[_Row]) -> _Found:
     return found
 
 
-async def _lookup_postgresql(connection: AsyncConnection, rows: Sequence[_Row]) -> _Found:
-    found = _found(
-        await connection.execute(_EXISTING_ANY, {"keys": [row.customer_id for row in rows]}),
-        await connection.execute(_OWNERS_ANY, {"keys": [row.phone for row in rows]}),
-    )
-    if tagged := _tagged_known(rows, found.existing):
-        _add_tags(found, await connection.execute(_TAGS_ANY, {"keys": tagged}))
-    return found
-
-
 # --- writing ---------------------------------------------------------------------------------
 
 _UPSERT_COLUMNS: Final = ("customer_id", *_FIELDS)
+_ON_CONFLICT: Final = "ON CONFLICT (customer_id) DO UPDATE SET " + ", ".join(
+    f"{name} = excluded.{name}" for name in (*_FIELDS, "updated_at")
+)
 
 
 def _upsert_statement(dialect: str) -> ReturningInsert[tuple[int, str]]:
@@ -548,52 +563,164 @@ def _write_core(connection: Connection, plan: _Plan, *, now: dt.datetime, actor:
         )
 
 
-# SQLite: plain executemany of tuples; tags and consent events find their customer's id by
-# customer_id in the same statement (an index lookup), so no RETURNING is needed.
+@dataclass(frozen=True)
+class _Apply:
+    """How a batch is applied: the import's settings, and whether to store what passed."""
+
+    defaults: _Defaults
+    actor: str
+    channel: str
+    write: bool
+    strict: bool  # store nothing when any row fails
+
+    def stores(self, plan: _Plan) -> bool:
+        return self.write and not (self.strict and plan.outcome.errors) and not plan.empty
+
+
+# --- SQLite: a batch in a few statements -------------------------------------------------------
+# Each statement takes the whole batch as one JSON parameter (``json_each``) instead of being run
+# once per row: SQLite then works through the batch without coming back to Python, which meanwhile
+# reads the next batch; tags and consent events find their customer's id by customer_id (an index
+# lookup) in the same statement.
+
+
+def _json_values(count: int) -> str:
+    return ", ".join(f"json_extract(value, '$[{index}]')" for index in range(count))
+
+
+_SQLITE_STATEMENTS: Final = {
+    "start_seen": [
+        f"DROP TABLE IF EXISTS temp.{_SEEN_IDS}",
+        f"DROP TABLE IF EXISTS temp.{_SEEN_PHONES}",
+        f"CREATE TEMPORARY TABLE {_SEEN_IDS} (key TEXT PRIMARY KEY, line INTEGER NOT NULL) WITHOUT ROWID",
+        f"CREATE TEMPORARY TABLE {_SEEN_PHONES} (key TEXT PRIMARY KEY, line INTEGER NOT NULL) WITHOUT ROWID",
+    ],
+    "end_seen": [f"DROP TABLE IF EXISTS temp.{_SEEN_IDS}", f"DROP TABLE IF EXISTS temp.{_SEEN_PHONES}"],
+}
+_SQLITE_EARLIER: Final = (
+    f"SELECT 0, key, line FROM temp.{_SEEN_IDS} WHERE key IN (SELECT value FROM json_each(?1)) UNION ALL "
+    f"SELECT 1, key, line FROM temp.{_SEEN_PHONES} WHERE key IN (SELECT value FROM json_each(?2))"
+)
+_SQLITE_SEEN: Final = tuple(
+    f"INSERT INTO temp.{table} (key, line) SELECT {_json_values(2)} FROM json_each(?)"
+    for table in (_SEEN_IDS, _SEEN_PHONES)
+)
+_SQLITE_EXISTING: Final = (
+    f"SELECT customer_id, id, {', '.join(_FIELDS)} FROM customers "
+    "WHERE customer_id IN (SELECT value FROM json_each(?))"
+)
+_SQLITE_OWNERS: Final = (
+    "SELECT phone, customer_id FROM customers WHERE phone IN (SELECT value FROM json_each(?))"
+)
+_SQLITE_TAGS: Final = (
+    "SELECT customer, tag FROM customer_tags WHERE customer IN (SELECT value FROM json_each(?))"
+)
+# "WHERE true" tells SQLite's parser that ON CONFLICT is not a join's ON.
 _SQLITE_UPSERT: Final = (
     f"INSERT INTO customers ({', '.join(_UPSERT_COLUMNS)}, created_at, updated_at) "
-    f"VALUES ({', '.join('?' * (len(_UPSERT_COLUMNS) + 2))}) "
-    "ON CONFLICT (customer_id) DO UPDATE SET "
-    + ", ".join(f"{name} = excluded.{name}" for name in (*_FIELDS, "updated_at"))
+    f"SELECT {_json_values(len(_UPSERT_COLUMNS))}, ?2, ?2 FROM json_each(?1) WHERE true {_ON_CONFLICT}"
 )
-_SQLITE_UNTAG: Final = "DELETE FROM customer_tags WHERE customer = ?"
+_SQLITE_UNTAG: Final = "DELETE FROM customer_tags WHERE customer IN (SELECT value FROM json_each(?))"
 _SQLITE_TAG: Final = (
-    "INSERT INTO customer_tags (customer, tag) SELECT id, ? FROM customers WHERE customer_id = ?"
+    "INSERT INTO customer_tags (customer, tag) SELECT c.id, json_extract(j.value, '$[1]') "
+    "FROM json_each(?) AS j JOIN customers AS c ON c.customer_id = json_extract(j.value, '$[0]') "
+    "ORDER BY j.key"
 )
 _SQLITE_CONSENT: Final = (
     "INSERT INTO consent_events (customer, sms_enabled, channel, actor, at) "
-    "SELECT id, ?, ?, ?, ? FROM customers WHERE customer_id = ?"
+    "SELECT c.id, json_extract(j.value, '$[1]'), ?2, ?3, ?4 "
+    "FROM json_each(?1) AS j JOIN customers AS c ON c.customer_id = json_extract(j.value, '$[0]') "
+    "ORDER BY j.key"
 )
 
 
-def _write_sqlite(connection: Connection, plan: _Plan, *, now: dt.datetime, actor: str, channel: str) -> None:
+def _sqlite_run(connection: Connection, name: str) -> None:
+    for statement in _SQLITE_STATEMENTS[name]:
+        connection.exec_driver_sql(statement)
+
+
+def _sqlite_drop_repeats(connection: Connection, rows: Sequence[_Row]) -> tuple[list[_Row], list[RowError]]:
+    ids = json.dumps([row.customer_id for row in rows])
+    phones = json.dumps([row.phone for row in rows])
+    kept, repeats = _drop_repeats(
+        rows, *_earlier_lines(connection.exec_driver_sql(_SQLITE_EARLIER, (ids, phones)))
+    )
+    if kept:
+        connection.exec_driver_sql(
+            _SQLITE_SEEN[0], (json.dumps([(row.customer_id, row.line) for row in kept]),)
+        )
+        connection.exec_driver_sql(_SQLITE_SEEN[1], (json.dumps([(row.phone, row.line) for row in kept]),))
+    return kept, repeats
+
+
+def _sqlite_lookup(connection: Connection, rows: Sequence[_Row]) -> _Found:
+    found = _found(
+        connection.exec_driver_sql(_SQLITE_EXISTING, (json.dumps([row.customer_id for row in rows]),)),
+        connection.exec_driver_sql(_SQLITE_OWNERS, (json.dumps([row.phone for row in rows]),)),
+    )
+    if tagged := _tagged_known(rows, found.existing):
+        _add_tags(found, connection.exec_driver_sql(_SQLITE_TAGS, (json.dumps(tagged),)))
+    return found
+
+
+def _sqlite_write(connection: Connection, plan: _Plan, *, now: dt.datetime, actor: str, channel: str) -> None:
     to_text = customers.c.updated_at.type.bind_processor(connection.dialect)
     stamp = to_text(now) if to_text is not None else now  # the column's own text form
     if plan.upserts:
-        connection.exec_driver_sql(_SQLITE_UPSERT, [(*values, stamp, stamp) for values in plan.upserts])
+        connection.exec_driver_sql(_SQLITE_UPSERT, (json.dumps(plan.upserts), stamp))
     if plan.replaced_tags:
-        connection.exec_driver_sql(_SQLITE_UNTAG, [(pk,) for pk in plan.replaced_tags])
+        connection.exec_driver_sql(_SQLITE_UNTAG, (json.dumps(plan.replaced_tags),))
     if plan.new_tags:
-        connection.exec_driver_sql(_SQLITE_TAG, [(tag, customer_id) for customer_id, tag in plan.new_tags])
+        connection.exec_driver_sql(_SQLITE_TAG, (json.dumps(plan.new_tags),))
     if plan.consent:
-        connection.exec_driver_sql(
-            _SQLITE_CONSENT,
-            [(enabled, channel, actor, stamp, customer_id) for customer_id, enabled in plan.consent],
-        )
+        connection.exec_driver_sql(_SQLITE_CONSENT, (json.dumps(plan.consent), channel, actor, stamp))
 
 
-# PostgreSQL: COPY into a temporary staging table, then one INSERT … SELECT … ON CONFLICT.
+def _sqlite_apply_batch(connection: Connection, rows: Sequence[_Row], how: _Apply) -> _Outcome:
+    kept, repeats = _sqlite_drop_repeats(connection, rows)
+    found = _sqlite_lookup(connection, kept)
+    plan = _plan(kept, found.existing, found.owners, found.current_tags, how.defaults)
+    plan.outcome.errors[:0] = repeats
+    if how.stores(plan):
+        _sqlite_write(connection, plan, now=dt.datetime.now(dt.UTC), actor=how.actor, channel=how.channel)
+    return plan.outcome
+
+
+# --- PostgreSQL: COPY into a staging table, then one INSERT … SELECT … ON CONFLICT -------------
+# The statements go straight to asyncpg (inside the transaction SQLAlchemy opened); a batch's keys
+# go as one array parameter rather than thousands of them.
+
 _STAGING: Final = "smsline_customers_import"
+_PG_START_SEEN: Final = (
+    f"DROP TABLE IF EXISTS pg_temp.{_SEEN_IDS}",
+    f"DROP TABLE IF EXISTS pg_temp.{_SEEN_PHONES}",
+    f"CREATE TEMPORARY TABLE {_SEEN_IDS} (key text PRIMARY KEY, line integer NOT NULL)",
+    f"CREATE TEMPORARY TABLE {_SEEN_PHONES} (key text PRIMARY KEY, line integer NOT NULL)",
+)
+_PG_END_SEEN: Final = _PG_START_SEEN[:2]
+# Through SQLAlchemy, as the first statement of a batch: it opens the transaction.
+_PG_EARLIER: Final = text(
+    f"SELECT 0, key, line FROM pg_temp.{_SEEN_IDS} WHERE key = ANY(:ids) UNION ALL "
+    f"SELECT 1, key, line FROM pg_temp.{_SEEN_PHONES} WHERE key = ANY(:phones)"
+).bindparams(
+    bindparam("ids", type_=postgresql.ARRAY(Text)), bindparam("phones", type_=postgresql.ARRAY(Text))
+)
+_PG_SEEN: Final = (
+    f"WITH ids AS (INSERT INTO pg_temp.{_SEEN_IDS} (key, line) SELECT * FROM unnest($1::text[], $3::int[])) "
+    f"INSERT INTO pg_temp.{_SEEN_PHONES} (key, line) SELECT * FROM unnest($2::text[], $3::int[])"
+)
+_PG_EXISTING: Final = (
+    f"SELECT customer_id, id, {', '.join(_FIELDS)} FROM customers WHERE customer_id = ANY($1::text[])"
+)
+_PG_OWNERS: Final = "SELECT phone, customer_id FROM customers WHERE phone = ANY($1::text[])"
+_PG_TAGS: Final = "SELECT customer, tag FROM customer_tags WHERE customer = ANY($1::bigint[])"
 _PG_STAGE: Final = (
     f"CREATE TEMPORARY TABLE {_STAGING} (customer_id text, phone text, personal_code text, login text, "
     "name text, language text, timezone text, sms_enabled boolean) ON COMMIT DROP"
 )
 _PG_UPSERT: Final = (
     f"INSERT INTO customers ({', '.join(_UPSERT_COLUMNS)}, created_at, updated_at) "
-    f"SELECT {', '.join(_UPSERT_COLUMNS)}, $1, $1 FROM {_STAGING} "
-    "ON CONFLICT (customer_id) DO UPDATE SET "
-    + ", ".join(f"{name} = excluded.{name}" for name in (*_FIELDS, "updated_at"))
-    + " RETURNING id, customer_id"
+    f"SELECT {', '.join(_UPSERT_COLUMNS)}, $1, $1 FROM {_STAGING} {_ON_CONFLICT} RETURNING id, customer_id"
 )
 _PG_UNTAG: Final = "DELETE FROM customer_tags WHERE customer = ANY($1::bigint[])"
 
@@ -605,10 +732,46 @@ class _Staging:
     created: bool = False
 
 
-async def _write_postgresql(
+async def _asyncpg(connection: AsyncConnection) -> Any:
+    """The asyncpg connection under ``connection``, once a statement has opened its transaction."""
+    pg = (await connection.get_raw_connection()).driver_connection
+    assert pg is not None
+    assert pg.is_in_transaction()
+    return pg
+
+
+async def _postgresql_drop_repeats(
+    connection: AsyncConnection, rows: Sequence[_Row]
+) -> tuple[Any, list[_Row], list[RowError]]:
+    """(the asyncpg connection, kept rows, repeats)."""
+    earlier = await connection.execute(
+        _PG_EARLIER, {"ids": [row.customer_id for row in rows], "phones": [row.phone for row in rows]}
+    )
+    kept, repeats = _drop_repeats(rows, *_earlier_lines(earlier))
+    pg = await _asyncpg(connection)
+    if kept:
+        await pg.execute(
+            _PG_SEEN,
+            [row.customer_id for row in kept],
+            [row.phone for row in kept],
+            [row.line for row in kept],
+        )
+    return pg, kept, repeats
+
+
+async def _postgresql_lookup(pg: Any, rows: Sequence[_Row]) -> _Found:
+    found = _found(
+        await pg.fetch(_PG_EXISTING, [row.customer_id for row in rows]),
+        await pg.fetch(_PG_OWNERS, [row.phone for row in rows]),
+    )
+    if tagged := _tagged_known(rows, found.existing):
+        _add_tags(found, await pg.fetch(_PG_TAGS, tagged))
+    return found
+
+
+async def _postgresql_write(
     pg: Any, plan: _Plan, staging: _Staging, *, now: dt.datetime, actor: str, channel: str
 ) -> None:
-    """Store a plan through the asyncpg connection ``pg``, inside its open transaction."""
     ids = dict(plan.ids)
     if plan.upserts:
         if staging.created:
@@ -636,38 +799,38 @@ async def _write_postgresql(
         )
 
 
-@dataclass(frozen=True)
-class _Apply:
-    """How a batch is applied: the import's settings, and whether to store what passed."""
-
-    defaults: _Defaults
-    actor: str
-    channel: str
-    write: bool
-    strict: bool  # store nothing when any row fails
-
-
-def _apply_batch_sqlite(connection: Connection, rows: Sequence[_Row], how: _Apply) -> _Outcome:
-    found = _lookup(connection, rows)
-    plan = _plan(rows, found.existing, found.owners, found.current_tags, how.defaults)
-    if how.write and not (how.strict and plan.outcome.errors) and not plan.empty:
-        _write_sqlite(connection, plan, now=dt.datetime.now(dt.UTC), actor=how.actor, channel=how.channel)
-    return plan.outcome
-
-
-async def _apply_batch_postgresql(
+async def _postgresql_apply_batch(
     connection: AsyncConnection, rows: Sequence[_Row], how: _Apply, staging: _Staging
 ) -> _Outcome:
-    found = await _lookup_postgresql(connection, rows)  # this also opens the transaction
-    plan = _plan(rows, found.existing, found.owners, found.current_tags, how.defaults)
-    if how.write and not (how.strict and plan.outcome.errors) and not plan.empty:
-        pg = (await connection.get_raw_connection()).driver_connection
-        assert pg is not None
-        assert pg.is_in_transaction()
-        await _write_postgresql(
-            pg, plan, staging, now=dt.datetime.now(dt.UTC), actor=how.actor, channel=how.channel
-        )
+    try:
+        pg, kept, repeats = await _postgresql_drop_repeats(connection, rows)
+        found = await _postgresql_lookup(pg, kept)
+        plan = _plan(kept, found.existing, found.owners, found.current_tags, how.defaults)
+        plan.outcome.errors[:0] = repeats
+        if how.stores(plan):
+            now = dt.datetime.now(dt.UTC)
+            await _postgresql_write(pg, plan, staging, now=now, actor=how.actor, channel=how.channel)
+    except asyncpg.PostgresError as exc:  # as SQLAlchemy reports what goes wrong in a statement
+        raise DBAPIError(None, None, exc) from exc
     return plan.outcome
+
+
+async def _start_seen(connection: AsyncConnection, dialect: str) -> None:
+    async with connection.begin():
+        if dialect == "postgresql":
+            for statement in _PG_START_SEEN:
+                await connection.exec_driver_sql(statement)
+        else:
+            await connection.run_sync(_sqlite_run, "start_seen")
+
+
+async def _end_seen(connection: AsyncConnection, dialect: str) -> None:
+    async with connection.begin():
+        if dialect == "postgresql":
+            for statement in _PG_END_SEEN:
+                await connection.exec_driver_sql(statement)
+        else:
+            await connection.run_sync(_sqlite_run, "end_seen")
 
 
 async def import_customers(
@@ -717,9 +880,9 @@ async def import_customers(
     ) -> None:
         how = _Apply(defaults, actor, channel, write=not (strict and report.rejected), strict=strict)
         if dialect == "postgresql":
-            outcome = await _apply_batch_postgresql(connection, rows, how, staging)
+            outcome = await _postgresql_apply_batch(connection, rows, how, staging)
         else:
-            outcome = await connection.run_sync(_apply_batch_sqlite, rows, how)
+            outcome = await connection.run_sync(_sqlite_apply_batch, rows, how)
         report.created += outcome.created
         report.updated += outcome.updated
         report.unchanged += outcome.unchanged
@@ -727,6 +890,7 @@ async def import_customers(
 
     try:
         async with engine.connect() as connection:
+            await _start_seen(connection, dialect)
             if all_or_nothing:
                 async with connection.begin() as transaction:
                     staging = _Staging()
@@ -748,6 +912,9 @@ async def import_customers(
                             await apply(connection, batch.rows, _Staging(), strict=False)
                     if progress is not None:
                         progress(batch.rows_read)
+            # (After a failure the temporary tables go with the connection, or are replaced
+            # by the next import on it.)
+            await _end_seen(connection, dialect)
     finally:
         if reading is not None:
             with contextlib.suppress(BaseException):
