@@ -522,3 +522,115 @@ async def test_all_or_nothing_commits_everything_when_every_row_is_good(
     assert report == ImportReport(created=1, updated=1, unchanged=0, rejected=[], imported=True)
     assert set(await stored_customers(engine)) == {"c-1", "c-2"}
     assert await stored_consent(engine) == [("c-1", False, "import", "import:x.csv")]
+
+
+# --- batches: what spans them behaves as within one ------------------------------------------------
+
+
+async def test_every_kind_of_row_is_handled_the_same_on_either_side_of_a_batch_boundary(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await import_customers(
+        engine,
+        write(
+            tmp_path,
+            HEADER
+            + "c-1,+79161230001,1,one,Anna,en,,vip,\n"
+            + "c-2,+79161230002,2,two,Boris,en,,,\n"
+            + "c-3,+79161230003,3,three,Vera,ru,,gold,no\n"
+            + "c-8,+79161230008,8,eight,,,,,\n",
+            name="before.csv",
+        ),
+        actor="import:before.csv",
+    )
+    path = write(
+        tmp_path,
+        HEADER
+        + "c-1,+79161230001,1,one,Anna,,,vip,\n"  # 2: unchanged
+        + "c-4,8 916 123-00-04,4,four,,,,new;tags,0\n"  # 3: created, opted out, tagged
+        + "c-2,+79161230002,2,two,Boris B,,Asia/Vladivostok,,\n"  # 4: updated (name, time zone)
+        + "c-3,+79161230003,3,three,Vera,ru,,,yes\n"  # 5: updated: opted in, tags cleared
+        + "c-5,+79161230008,5,five,,,,,\n"  # 6: phone of c-8 in the database
+        + "c-4,+79161239999,4,again,,,,,\n"  # 7: customer_id of line 3
+        + "c-6,+7 (916) 123-00-04,6,six,,,,,\n"  # 8: phone of line 3, written otherwise
+        + "c-5,+79161230055,5,five,,,,,\n"  # 9: customer_id of line 6 (rejected for its phone)
+        + "c-7,+79161230007,7,seven,,ru,Europe/Kaliningrad,,\n",  # 10: created
+        name="after.csv",
+    )
+    seen: list[int] = []
+
+    report = await import_customers(
+        engine, path, actor="import:after.csv", batch_size=2, progress=seen.append
+    )
+
+    assert (report.created, report.updated, report.unchanged) == (2, 2, 1)
+    assert report.rejected == [
+        RowError(6, "phone +79161230008 already belongs to customer 'c-8'"),
+        RowError(7, "customer_id 'c-4' is also on line 3"),
+        RowError(8, "phone +79161230004 is also on line 3"),
+        RowError(9, "customer_id 'c-5' is also on line 6"),
+    ]
+    assert seen == [2, 4, 6, 8, 9]
+    found = await stored_customers(engine)
+    assert set(found) == {"c-1", "c-2", "c-3", "c-4", "c-7", "c-8"}
+    assert (found["c-2"]["name"], found["c-2"]["timezone"], found["c-2"]["language"]) == (
+        "Boris B",
+        "Asia/Vladivostok",
+        "en",
+    )
+    assert (found["c-4"]["phone"], found["c-4"]["login"], found["c-4"]["sms_enabled"]) == (
+        "+79161230004",
+        "four",
+        False,
+    )
+    assert (found["c-7"]["language"], found["c-7"]["timezone"]) == ("ru", "Europe/Kaliningrad")
+    assert found["c-3"]["sms_enabled"] is True
+    assert await stored_tags(engine) == {"c-1": {"vip"}, "c-4": {"new", "tags"}}
+    assert await stored_consent(engine) == [
+        ("c-3", False, "import", "import:before.csv"),
+        ("c-4", False, "import", "import:after.csv"),
+        ("c-3", True, "import", "import:after.csv"),
+    ]
+
+
+async def test_all_or_nothing_over_several_batches(engine: AsyncEngine, tmp_path: Path) -> None:
+    rows = [
+        f"c-{n},+7916{n:07d},{n},login{n},,,,t{n % 2},{'no' if n % 3 == 0 else ''}\n" for n in range(1, 8)
+    ]
+    bad = write(tmp_path, HEADER + "".join(rows) + "c-8,+7916,8,eight,,,,,\n", name="bad.csv")
+
+    refused = await import_customers(engine, bad, all_or_nothing=True, batch_size=2)
+
+    assert refused.imported is False
+    assert (refused.created, refused.updated, refused.unchanged) == (0, 0, 0)
+    assert [error.line for error in refused.rejected] == [9]
+    assert await stored_customers(engine) == {}
+    assert await stored_tags(engine) == {}
+    assert await stored_consent(engine) == []
+
+    good = write(tmp_path, HEADER + "".join(rows), name="good.csv")
+    report = await import_customers(engine, good, all_or_nothing=True, batch_size=2)
+
+    assert report == ImportReport(created=7, updated=0, unchanged=0, rejected=[], imported=True)
+    found = await stored_customers(engine)
+    assert sorted(found) == [f"c-{n}" for n in range(1, 8)]
+    assert found["c-7"]["phone"] == "+79160000007"
+    assert await stored_tags(engine) == {f"c-{n}": {f"t{n % 2}"} for n in range(1, 8)}
+    assert sorted(customer for customer, *_ in await stored_consent(engine)) == ["c-3", "c-6"]
+
+
+async def test_each_import_starts_afresh_even_after_one_that_failed_midway(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    rows = "".join(f"c-{n},+7916{n:07d},{n},login{n},,,,,\n" for n in range(1, 6))
+    too_long = "z" * 200_000  # more than the csv module takes in one field
+    broken = write(tmp_path, HEADER + rows + f'c-9,+79160000009,9,x,"{too_long}",,,,\n', name="broken.csv")
+    with pytest.raises(InvalidCustomerFile, match="line 7"):
+        await import_customers(engine, broken, batch_size=2)
+    assert len(await stored_customers(engine)) == 4  # the batches before the broken one
+
+    again = await import_customers(engine, write(tmp_path, HEADER + rows), batch_size=2)
+    once_more = await import_customers(engine, write(tmp_path, HEADER + rows), batch_size=3)
+
+    assert again == ImportReport(created=1, updated=0, unchanged=4, rejected=[], imported=True)
+    assert once_more == ImportReport(created=0, updated=0, unchanged=5, rejected=[], imported=True)

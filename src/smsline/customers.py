@@ -844,11 +844,13 @@ async def import_customers(
     actor: str = "import",
     channel: str = CONSENT_CHANNEL,
     progress: Callable[[int], None] | None = None,
+    batch_size: int = BATCH_SIZE,
 ) -> ImportReport:
     """Import the customers of the CSV file at ``path``; see the module documentation.
 
     ``progress`` is called with the number of data rows read so far. Raises
     InvalidCustomerFile, before writing anything, when the file cannot be imported at all.
+    The file is read ``batch_size`` rows at a time, so memory does not grow with it.
     """
     if default_language not in LANGUAGES:
         raise ValueError(f"default language {default_language!r} is not one of {LANGUAGES}")
@@ -860,7 +862,7 @@ async def import_customers(
     defaults = _Defaults(default_region, default_language, default_timezone)
     actor = actor[:_ACTOR_LIMIT]
     report = ImportReport()
-    batches = _read_batches(path, defaults, BATCH_SIZE)
+    batches = _read_batches(path, defaults, batch_size)
 
     def read_batch() -> _Batch | None:
         return next(batches, None)
