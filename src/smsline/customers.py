@@ -10,6 +10,13 @@ the customer's tags (an empty cell clears them). Portal passwords are never touc
 Rows are validated one by one; invalid rows are reported with their line number and reason and
 never half-imported. Valid rows are written in batches, one transaction per batch, or — with
 ``all_or_nothing`` — all in one transaction that is rolled back if any row is invalid.
+
+The file is streamed, so memory does not grow with it: a worker thread reads and validates the
+next batch while the current one is written, and the customer ids and phones of the rows already
+seen (a later row repeating one is rejected) are kept in temporary tables of the import's
+connection. On SQLite each statement takes the whole batch as one JSON parameter; on PostgreSQL
+the batch is copied (COPY) into a temporary staging table and stored by one
+``INSERT … SELECT … ON CONFLICT (customer_id) DO UPDATE``.
 """
 
 from __future__ import annotations
