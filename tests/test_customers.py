@@ -634,3 +634,16 @@ async def test_each_import_starts_afresh_even_after_one_that_failed_midway(
 
     assert again == ImportReport(created=1, updated=0, unchanged=4, rejected=[], imported=True)
     assert once_more == ImportReport(created=0, updated=0, unchanged=5, rejected=[], imported=True)
+
+
+async def test_a_row_with_a_nul_character_is_rejected(engine: AsyncEngine, tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        HEADER + "c-1,+79161230001,1,one,Anna\x00Karenina,,,,\n" + "c-2,+79161230002,2,two,Boris,,,,\n",
+    )
+
+    report = await import_customers(engine, path)
+
+    assert report.created == 1
+    assert reasons(report) == {2: "contains a NUL character"}
+    assert set(await stored_customers(engine)) == {"c-2"}

@@ -148,9 +148,11 @@ def _time_zones() -> dict[str, str]:
     return {name.lower(): name for name in zoneinfo.available_timezones()}
 
 
-def _check_encoding(path: Path) -> None:
+def _check_encoding(path: Path) -> bool:
+    """Raise InvalidCustomerFile unless the file is UTF-8; whether it has NUL characters."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     line = 1
+    nul = False
     with path.open("rb") as handle:
         while chunk := handle.read(1 << 20):
             try:
@@ -161,12 +163,14 @@ def _check_encoding(path: Path) -> None:
                     f"{path.name} is not UTF-8 text (invalid bytes on line {line})"
                 ) from exc
             line += chunk.count(b"\n")
+            nul = nul or b"\x00" in chunk
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError as exc:
             raise InvalidCustomerFile(
                 f"{path.name} is not UTF-8 text (truncated character on line {line})"
             ) from exc
+    return nul
 
 
 def _check_header(path: Path, header: list[str] | None) -> list[str]:
@@ -195,10 +199,12 @@ def _check_header(path: Path, header: list[str] | None) -> list[str]:
 RowParser = Callable[[int, list[str]], "_Row | RowError"]
 
 
-def _row_parser(columns: list[str], defaults: _Defaults) -> RowParser:
+def _row_parser(columns: list[str], defaults: _Defaults, *, nul: bool = True) -> RowParser:
     """A function that validates one record of a file with these (checked) columns.
 
     Everything that depends only on the header is worked out once, here, not once per row.
+    ``nul``: whether the records may contain NUL characters, which no row may have (SQLite would
+    cut the text short, PostgreSQL refuses it).
     """
     width = len(columns)
     index = {name: position for position, name in enumerate(columns)}
@@ -216,6 +222,8 @@ def _row_parser(columns: list[str], defaults: _Defaults) -> RowParser:
             return RowError(line, f"has {len(record)} fields, the header has {width} (check the quoting)")
         values = [value.strip() for value in record]
         reasons: list[str] = []
+        if nul and any("\x00" in value for value in values):
+            reasons.append("contains a NUL character")
 
         customer_id = values[at_id]
         if not customer_id:
@@ -294,11 +302,11 @@ def _read_batches(path: Path, defaults: _Defaults, batch_size: int) -> Generator
     Raises InvalidCustomerFile before the first batch when the file cannot be imported at all.
     Rows that repeat an earlier row's customer_id or phone are caught later, by _drop_repeats.
     """
-    _check_encoding(path)
+    nul = _check_encoding(path)
     with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle)
         try:
-            parse = _row_parser(_check_header(path, next(reader, None)), defaults)
+            parse = _row_parser(_check_header(path, next(reader, None)), defaults, nul=nul)
             rows: list[_Row] = []
             errors: list[RowError] = []
             rows_read = 0
