@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
+import io
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -17,8 +20,10 @@ from smsline.cli import app
 from smsline.customers import (
     BATCH_SIZE,
     ImportReport,
+    InvalidCustomer,
     InvalidCustomerFile,
     RowError,
+    apply_customer,
     import_customers,
 )
 from smsline.db.schema import consent_events, customer_tags, customers
@@ -647,3 +652,148 @@ async def test_a_row_with_a_nul_character_is_rejected(engine: AsyncEngine, tmp_p
     assert report.created == 1
     assert reasons(report) == {2: "contains a NUL character"}
     assert set(await stored_customers(engine)) == {"c-2"}
+
+
+# --- the batch writers store what the one-customer path stores -------------------------------------
+
+COLUMNS = HEADER.strip().split(",")
+
+
+def _random_customers(rng: random.Random) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """A first file of 40 customers and a second one that changes, keeps, adds and clashes."""
+    zones = ["", "Europe/Moscow", "Asia/Vladivostok", "Europe/Kaliningrad", "asia/omsk"]
+
+    def customer(n: int, phone: str) -> dict[str, str]:
+        return {
+            "customer_id": f"c-{n}",
+            "phone": phone,
+            "personal_code": str(rng.randrange(10_000)),
+            "login": f"login{n}",
+            "name": rng.choice(["", "Anna", "Борис", "Vera K"]),
+            "language": rng.choice(["", "en", "ru", "RU"]),
+            "timezone": rng.choice(zones),
+            "tags": rng.choice(["", "vip", "vip;gold", "gold moscow"]),
+            "sms_enabled": rng.choice(["", "", "yes", "no", "0", "1"]),
+        }
+
+    first = [customer(n, f"+7916{n:07d}") for n in range(40)]
+    second: list[dict[str, str]] = []
+    in_second = sorted(rng.sample(range(60), 45))
+    phones = {n: f"+7916{n:07d}" for n in range(40)}
+    used: set[str] = set()
+    for n in in_second:
+        if n < 40 and rng.random() < 0.3:
+            row = dict(first[n])  # the same again: unchanged, or blank cells that keep values
+            for name in ("name", "language", "timezone", "sms_enabled"):
+                if rng.random() < 0.3:
+                    row[name] = ""
+        else:
+            phone = phones.get(n, f"+7926{n:07d}")
+            roll = rng.random()
+            if roll < 0.15:
+                phone = f"8 (936) {n:03d}-00-{n % 100:02d}"  # a new phone, written otherwise
+            elif roll < 0.3:
+                phone = phones[rng.randrange(40)]  # perhaps another customer's phone
+            row = customer(n, phone)
+        if row["phone"] in used:
+            continue
+        used.add(row["phone"])
+        second.append(row)
+    rng.shuffle(second)
+    return first, second
+
+
+def _csv(rows: list[dict[str, str]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+_B_PHONES = {"+7916": "+7917", "+7926": "+7927", "8 (936)": "8 (937)", "+7936": "+7937"}
+
+
+def _as_b(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The same customers under other ids and phones, for the one-at-a-time path."""
+    b_rows = []
+    for row in rows:
+        phone = row["phone"]
+        for a, b in _B_PHONES.items():
+            if phone.startswith(a):
+                phone = b + phone[len(a) :]
+        b_rows.append({**row, "customer_id": "b" + row["customer_id"][1:], "phone": phone})
+    return b_rows
+
+
+def _as_c(text: str) -> str:
+    """Text about the one-at-a-time customers as it is about the others."""
+    for a, b in _B_PHONES.items():
+        text = text.replace(b, a)
+    return text.replace("'b-", "'c-")
+
+
+async def _one_at_a_time(engine: AsyncEngine, rows: list[dict[str, str]], actor: str) -> ImportReport:
+    report = ImportReport()
+    for line, values in enumerate(rows, start=2):
+
+        def store(connection: Any, values: dict[str, str] = values) -> str:
+            return apply_customer(
+                connection,
+                values,
+                default_region="RU",
+                default_language="en",
+                default_timezone="Europe/Moscow",
+                actor=actor,
+                channel="import",
+            )
+
+        try:
+            async with engine.begin() as connection:
+                outcome = await connection.run_sync(store)
+        except InvalidCustomer as exc:
+            report.rejected.append(RowError(line, str(exc)))
+            continue
+        setattr(report, outcome, getattr(report, outcome) + 1)
+    return report
+
+
+async def _stored_by_prefix(engine: AsyncEngine, prefix: str) -> tuple[Any, ...]:
+    def own(customer_id: str) -> bool:
+        return customer_id.startswith(prefix)
+
+    def same(text: str) -> str:
+        return _as_c(text).replace("b-", "c-")
+
+    fields = ("phone", "personal_code", "login", "name", "language", "timezone", "sms_enabled")
+    found = {
+        same(customer_id): tuple(same(row[name]) if name == "phone" else row[name] for name in fields)
+        for customer_id, row in (await stored_customers(engine)).items()
+        if own(customer_id)
+    }
+    tags = {same(customer): tags for customer, tags in (await stored_tags(engine)).items() if own(customer)}
+    consent = [(same(c), on, channel) for c, on, channel, _ in await stored_consent(engine) if own(c)]
+    return found, tags, consent
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_batches_store_what_one_customer_at_a_time_stores(
+    engine: AsyncEngine, tmp_path: Path, seed: int
+) -> None:
+    first, second = _random_customers(random.Random(seed))
+
+    await import_customers(engine, write(tmp_path, _csv(first), name="a1.csv"), batch_size=7)
+    in_batches = await import_customers(engine, write(tmp_path, _csv(second), name="a2.csv"), batch_size=7)
+    await _one_at_a_time(engine, _as_b(first), "one")
+    one_by_one = await _one_at_a_time(engine, _as_b(second), "one")
+
+    assert in_batches.rejected, "the second file should clash with some phones"
+    assert (in_batches.created, in_batches.updated, in_batches.unchanged) == (
+        one_by_one.created,
+        one_by_one.updated,
+        one_by_one.unchanged,
+    )
+    assert [(e.line, e.reason) for e in in_batches.rejected] == [
+        (e.line, _as_c(e.reason)) for e in one_by_one.rejected
+    ]
+    assert await _stored_by_prefix(engine, "c-") == await _stored_by_prefix(engine, "b-")
