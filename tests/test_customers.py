@@ -797,3 +797,26 @@ async def test_batches_store_what_one_customer_at_a_time_stores(
         (e.line, _as_c(e.reason)) for e in one_by_one.rejected
     ]
     assert await _stored_by_prefix(engine, "c-") == await _stored_by_prefix(engine, "b-")
+
+
+async def test_an_import_cancelled_midway_keeps_the_batches_it_committed(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    path = write(tmp_path, HEADER + "".join(f"c-{n},+7916{n:07d},{n},login{n},,,,,\n" for n in range(1, 201)))
+    done: list[int] = []
+
+    def cancel_after_the_second_batch(rows: int) -> None:
+        done.append(rows)
+        if len(done) == 2:
+            task.cancel()
+
+    task = asyncio.create_task(
+        import_customers(engine, path, batch_size=20, progress=cancel_after_the_second_batch)
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert done == [20, 40]
+    assert len(await stored_customers(engine)) == 40
+    again = await import_customers(engine, path, batch_size=20)
+    assert again == ImportReport(created=160, updated=0, unchanged=40, rejected=[], imported=True)

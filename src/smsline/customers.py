@@ -883,12 +883,14 @@ async def import_customers(
         return next(batches, None)
 
     # The next batch is read and validated on a worker thread while the current one is written.
-    reading: asyncio.Future[_Batch | None] | None = asyncio.ensure_future(asyncio.to_thread(read_batch))
+    # (Shielded: cancelling the import lets the thread finish its batch before the file closes.)
+    reading: asyncio.Future[_Batch | None] | None = None
 
     async def next_batch() -> _Batch | None:
         nonlocal reading
-        assert reading is not None
-        batch = await reading
+        if reading is None:
+            reading = asyncio.ensure_future(asyncio.to_thread(read_batch))
+        batch = await asyncio.shield(reading)
         reading = asyncio.ensure_future(asyncio.to_thread(read_batch)) if batch is not None else None
         return batch
 
@@ -906,35 +908,38 @@ async def import_customers(
         report.rejected.extend(outcome.errors)
 
     try:
+        batch = await next_batch()  # a file that cannot be imported at all fails here
         async with engine.connect() as connection:
             await _start_seen(connection, dialect)
             if all_or_nothing:
                 async with connection.begin() as transaction:
                     staging = _Staging()
-                    while (batch := await next_batch()) is not None:
+                    while batch is not None:
                         report.rejected.extend(batch.errors)
                         if batch.rows:
                             await apply(connection, batch.rows, staging, strict=True)
                         if progress is not None:
                             progress(batch.rows_read)
+                        batch = await next_batch()
                     if report.rejected:
                         await transaction.rollback()
                         report.created = report.updated = report.unchanged = 0
                         report.imported = False
             else:
-                while (batch := await next_batch()) is not None:
+                while batch is not None:
                     report.rejected.extend(batch.errors)
                     if batch.rows:
                         async with connection.begin():
                             await apply(connection, batch.rows, _Staging(), strict=False)
                     if progress is not None:
                         progress(batch.rows_read)
+                    batch = await next_batch()
             # (After a failure the temporary tables go with the connection, or are replaced
             # by the next import on it.)
             await _end_seen(connection, dialect)
     finally:
         if reading is not None:
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(Exception):
                 await reading
         batches.close()
     report.rejected.sort(key=lambda error: error.line)
