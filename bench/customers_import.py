@@ -22,7 +22,7 @@ from pathlib import Path
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
-from bench.report import facts, heading, rate, source_revision, table
+from bench.report import facts, filesystem_of, heading, rate, source_revision, table
 from bench.requests_by_sms import ROOT, SMSLINE, SuiteResult
 from smsline.db.engine import create_oneshot_engine
 from smsline.db.schema import consent_events, customer_tags, customers
@@ -168,10 +168,9 @@ async def run(*, quick: bool, only: frozenset[str]) -> SuiteResult:
             ("smsline", f"{SMSLINE} at commit {source_revision(ROOT)}"),
             ("file", f"{count:,} rows, {csv_path.stat().st_size / 1e6:.0f} MB, generated in "
                      f"{time.monotonic() - started:.1f} s"),
+            ("SQLite file system", filesystem_of(workdir)),
         ]), flush=True)
-        backends: list[tuple[str, str | None]] = [("sqlite", f"sqlite:///{workdir / 'import.db'}")]
-        server = _postgres_server()
-        backends.append(("postgresql", server))
+        backends = [("sqlite", f"sqlite:///{workdir / 'import.db'}"), ("postgresql", _postgres_server())]
         for backend, target in backends:
             if only and f"{NAME}-{backend}" not in only:
                 continue
