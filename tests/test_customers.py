@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
+import io
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -17,8 +20,10 @@ from smsline.cli import app
 from smsline.customers import (
     BATCH_SIZE,
     ImportReport,
+    InvalidCustomer,
     InvalidCustomerFile,
     RowError,
+    apply_customer,
     import_customers,
 )
 from smsline.db.schema import consent_events, customer_tags, customers
@@ -522,3 +527,296 @@ async def test_all_or_nothing_commits_everything_when_every_row_is_good(
     assert report == ImportReport(created=1, updated=1, unchanged=0, rejected=[], imported=True)
     assert set(await stored_customers(engine)) == {"c-1", "c-2"}
     assert await stored_consent(engine) == [("c-1", False, "import", "import:x.csv")]
+
+
+# --- batches: what spans them behaves as within one ------------------------------------------------
+
+
+async def test_every_kind_of_row_is_handled_the_same_on_either_side_of_a_batch_boundary(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await import_customers(
+        engine,
+        write(
+            tmp_path,
+            HEADER
+            + "c-1,+79161230001,1,one,Anna,en,,vip,\n"
+            + "c-2,+79161230002,2,two,Boris,en,,,\n"
+            + "c-3,+79161230003,3,three,Vera,ru,,gold,no\n"
+            + "c-8,+79161230008,8,eight,,,,,\n",
+            name="before.csv",
+        ),
+        actor="import:before.csv",
+    )
+    path = write(
+        tmp_path,
+        HEADER
+        + "c-1,+79161230001,1,one,Anna,,,vip,\n"  # 2: unchanged
+        + "c-4,8 916 123-00-04,4,four,,,,new;tags,0\n"  # 3: created, opted out, tagged
+        + "c-2,+79161230002,2,two,Boris B,,Asia/Vladivostok,,\n"  # 4: updated (name, time zone)
+        + "c-3,+79161230003,3,three,Vera,ru,,,yes\n"  # 5: updated: opted in, tags cleared
+        + "c-5,+79161230008,5,five,,,,,\n"  # 6: phone of c-8 in the database
+        + "c-4,+79161239999,4,again,,,,,\n"  # 7: customer_id of line 3
+        + "c-6,+7 (916) 123-00-04,6,six,,,,,\n"  # 8: phone of line 3, written otherwise
+        + "c-5,+79161230055,5,five,,,,,\n"  # 9: customer_id of line 6 (rejected for its phone)
+        + "c-7,+79161230007,7,seven,,ru,Europe/Kaliningrad,,\n",  # 10: created
+        name="after.csv",
+    )
+    seen: list[int] = []
+
+    report = await import_customers(
+        engine, path, actor="import:after.csv", batch_size=2, progress=seen.append
+    )
+
+    assert (report.created, report.updated, report.unchanged) == (2, 2, 1)
+    assert report.rejected == [
+        RowError(6, "phone +79161230008 already belongs to customer 'c-8'"),
+        RowError(7, "customer_id 'c-4' is also on line 3"),
+        RowError(8, "phone +79161230004 is also on line 3"),
+        RowError(9, "customer_id 'c-5' is also on line 6"),
+    ]
+    assert seen == [2, 4, 6, 8, 9]
+    found = await stored_customers(engine)
+    assert set(found) == {"c-1", "c-2", "c-3", "c-4", "c-7", "c-8"}
+    assert (found["c-2"]["name"], found["c-2"]["timezone"], found["c-2"]["language"]) == (
+        "Boris B",
+        "Asia/Vladivostok",
+        "en",
+    )
+    assert (found["c-4"]["phone"], found["c-4"]["login"], found["c-4"]["sms_enabled"]) == (
+        "+79161230004",
+        "four",
+        False,
+    )
+    assert (found["c-7"]["language"], found["c-7"]["timezone"]) == ("ru", "Europe/Kaliningrad")
+    assert found["c-3"]["sms_enabled"] is True
+    assert await stored_tags(engine) == {"c-1": {"vip"}, "c-4": {"new", "tags"}}
+    assert await stored_consent(engine) == [
+        ("c-3", False, "import", "import:before.csv"),
+        ("c-4", False, "import", "import:after.csv"),
+        ("c-3", True, "import", "import:after.csv"),
+    ]
+
+
+async def test_all_or_nothing_over_several_batches(engine: AsyncEngine, tmp_path: Path) -> None:
+    rows = [
+        f"c-{n},+7916{n:07d},{n},login{n},,,,t{n % 2},{'no' if n % 3 == 0 else ''}\n" for n in range(1, 8)
+    ]
+    bad = write(tmp_path, HEADER + "".join(rows) + "c-8,+7916,8,eight,,,,,\n", name="bad.csv")
+
+    refused = await import_customers(engine, bad, all_or_nothing=True, batch_size=2)
+
+    assert refused.imported is False
+    assert (refused.created, refused.updated, refused.unchanged) == (0, 0, 0)
+    assert [error.line for error in refused.rejected] == [9]
+    assert await stored_customers(engine) == {}
+    assert await stored_tags(engine) == {}
+    assert await stored_consent(engine) == []
+
+    good = write(tmp_path, HEADER + "".join(rows), name="good.csv")
+    report = await import_customers(engine, good, all_or_nothing=True, batch_size=2)
+
+    assert report == ImportReport(created=7, updated=0, unchanged=0, rejected=[], imported=True)
+    found = await stored_customers(engine)
+    assert sorted(found) == [f"c-{n}" for n in range(1, 8)]
+    assert found["c-7"]["phone"] == "+79160000007"
+    assert await stored_tags(engine) == {f"c-{n}": {f"t{n % 2}"} for n in range(1, 8)}
+    assert sorted(customer for customer, *_ in await stored_consent(engine)) == ["c-3", "c-6"]
+
+
+async def test_each_import_starts_afresh_even_after_one_that_failed_midway(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    rows = "".join(f"c-{n},+7916{n:07d},{n},login{n},,,,,\n" for n in range(1, 6))
+    too_long = "z" * 200_000  # more than the csv module takes in one field
+    broken = write(tmp_path, HEADER + rows + f'c-9,+79160000009,9,x,"{too_long}",,,,\n', name="broken.csv")
+    with pytest.raises(InvalidCustomerFile, match="line 7"):
+        await import_customers(engine, broken, batch_size=2)
+    assert len(await stored_customers(engine)) == 4  # the batches before the broken one
+
+    again = await import_customers(engine, write(tmp_path, HEADER + rows), batch_size=2)
+    once_more = await import_customers(engine, write(tmp_path, HEADER + rows), batch_size=3)
+
+    assert again == ImportReport(created=1, updated=0, unchanged=4, rejected=[], imported=True)
+    assert once_more == ImportReport(created=0, updated=0, unchanged=5, rejected=[], imported=True)
+
+
+async def test_a_row_with_a_nul_character_is_rejected(engine: AsyncEngine, tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        HEADER + "c-1,+79161230001,1,one,Anna\x00Karenina,,,,\n" + "c-2,+79161230002,2,two,Boris,,,,\n",
+    )
+
+    report = await import_customers(engine, path)
+
+    assert report.created == 1
+    assert reasons(report) == {2: "contains a NUL character"}
+    assert set(await stored_customers(engine)) == {"c-2"}
+
+
+# --- the batch writers store what the one-customer path stores -------------------------------------
+
+COLUMNS = HEADER.strip().split(",")
+
+
+def _random_customers(rng: random.Random) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """A first file of 40 customers and a second one that changes, keeps, adds and clashes."""
+    zones = ["", "Europe/Moscow", "Asia/Vladivostok", "Europe/Kaliningrad", "asia/omsk"]
+
+    def customer(n: int, phone: str) -> dict[str, str]:
+        return {
+            "customer_id": f"c-{n}",
+            "phone": phone,
+            "personal_code": str(rng.randrange(10_000)),
+            "login": f"login{n}",
+            "name": rng.choice(["", "Anna", "Борис", "Vera K"]),
+            "language": rng.choice(["", "en", "ru", "RU"]),
+            "timezone": rng.choice(zones),
+            "tags": rng.choice(["", "vip", "vip;gold", "gold moscow"]),
+            "sms_enabled": rng.choice(["", "", "yes", "no", "0", "1"]),
+        }
+
+    first = [customer(n, f"+7916{n:07d}") for n in range(40)]
+    second: list[dict[str, str]] = []
+    in_second = sorted(rng.sample(range(60), 45))
+    phones = {n: f"+7916{n:07d}" for n in range(40)}
+    used: set[str] = set()
+    for n in in_second:
+        if n < 40 and rng.random() < 0.3:
+            row = dict(first[n])  # the same again: unchanged, or blank cells that keep values
+            for name in ("name", "language", "timezone", "sms_enabled"):
+                if rng.random() < 0.3:
+                    row[name] = ""
+        else:
+            phone = phones.get(n, f"+7926{n:07d}")
+            roll = rng.random()
+            if roll < 0.15:
+                phone = f"8 (936) {n:03d}-00-{n % 100:02d}"  # a new phone, written otherwise
+            elif roll < 0.3:
+                phone = phones[rng.randrange(40)]  # perhaps another customer's phone
+            row = customer(n, phone)
+        if row["phone"] in used:
+            continue
+        used.add(row["phone"])
+        second.append(row)
+    rng.shuffle(second)
+    return first, second
+
+
+def _csv(rows: list[dict[str, str]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+_B_PHONES = {"+7916": "+7917", "+7926": "+7927", "8 (936)": "8 (937)", "+7936": "+7937"}
+
+
+def _as_b(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The same customers under other ids and phones, for the one-at-a-time path."""
+    b_rows = []
+    for row in rows:
+        phone = row["phone"]
+        for a, b in _B_PHONES.items():
+            if phone.startswith(a):
+                phone = b + phone[len(a) :]
+        b_rows.append({**row, "customer_id": "b" + row["customer_id"][1:], "phone": phone})
+    return b_rows
+
+
+def _as_c(text: str) -> str:
+    """Text about the one-at-a-time customers as it is about the others."""
+    for a, b in _B_PHONES.items():
+        text = text.replace(b, a)
+    return text.replace("'b-", "'c-")
+
+
+async def _one_at_a_time(engine: AsyncEngine, rows: list[dict[str, str]], actor: str) -> ImportReport:
+    report = ImportReport()
+    for line, values in enumerate(rows, start=2):
+
+        def store(connection: Any, values: dict[str, str] = values) -> str:
+            return apply_customer(
+                connection,
+                values,
+                default_region="RU",
+                default_language="en",
+                default_timezone="Europe/Moscow",
+                actor=actor,
+                channel="import",
+            )
+
+        try:
+            async with engine.begin() as connection:
+                outcome = await connection.run_sync(store)
+        except InvalidCustomer as exc:
+            report.rejected.append(RowError(line, str(exc)))
+            continue
+        setattr(report, outcome, getattr(report, outcome) + 1)
+    return report
+
+
+async def _stored_by_prefix(engine: AsyncEngine, prefix: str) -> tuple[Any, ...]:
+    def own(customer_id: str) -> bool:
+        return customer_id.startswith(prefix)
+
+    def same(text: str) -> str:
+        return _as_c(text).replace("b-", "c-")
+
+    fields = ("phone", "personal_code", "login", "name", "language", "timezone", "sms_enabled")
+    found = {
+        same(customer_id): tuple(same(row[name]) if name == "phone" else row[name] for name in fields)
+        for customer_id, row in (await stored_customers(engine)).items()
+        if own(customer_id)
+    }
+    tags = {same(customer): tags for customer, tags in (await stored_tags(engine)).items() if own(customer)}
+    consent = [(same(c), on, channel) for c, on, channel, _ in await stored_consent(engine) if own(c)]
+    return found, tags, consent
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_batches_store_what_one_customer_at_a_time_stores(
+    engine: AsyncEngine, tmp_path: Path, seed: int
+) -> None:
+    first, second = _random_customers(random.Random(seed))
+
+    await import_customers(engine, write(tmp_path, _csv(first), name="a1.csv"), batch_size=7)
+    in_batches = await import_customers(engine, write(tmp_path, _csv(second), name="a2.csv"), batch_size=7)
+    await _one_at_a_time(engine, _as_b(first), "one")
+    one_by_one = await _one_at_a_time(engine, _as_b(second), "one")
+
+    assert in_batches.rejected, "the second file should clash with some phones"
+    assert (in_batches.created, in_batches.updated, in_batches.unchanged) == (
+        one_by_one.created,
+        one_by_one.updated,
+        one_by_one.unchanged,
+    )
+    assert [(e.line, e.reason) for e in in_batches.rejected] == [
+        (e.line, _as_c(e.reason)) for e in one_by_one.rejected
+    ]
+    assert await _stored_by_prefix(engine, "c-") == await _stored_by_prefix(engine, "b-")
+
+
+async def test_an_import_cancelled_midway_keeps_the_batches_it_committed(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    path = write(tmp_path, HEADER + "".join(f"c-{n},+7916{n:07d},{n},login{n},,,,,\n" for n in range(1, 201)))
+    done: list[int] = []
+
+    def cancel_after_the_second_batch(rows: int) -> None:
+        done.append(rows)
+        if len(done) == 2:
+            task.cancel()
+
+    task = asyncio.create_task(
+        import_customers(engine, path, batch_size=20, progress=cancel_after_the_second_batch)
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert done == [20, 40]
+    assert len(await stored_customers(engine)) == 40
+    again = await import_customers(engine, path, batch_size=20)
+    assert again == ImportReport(created=160, updated=0, unchanged=40, rejected=[], imported=True)

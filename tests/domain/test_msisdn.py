@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import phonenumbers
 import pytest
 from hypothesis import assume, given, settings
@@ -7,6 +9,7 @@ from hypothesis import strategies as st
 
 from smsline.domain.msisdn import (
     InvalidMsisdn,
+    _normalise_in_full,
     from_smpp_address,
     normalise_msisdn,
     to_smpp_address,
@@ -113,3 +116,63 @@ def test_every_writing_of_a_mobile_number_agrees(national: str) -> None:
     assert normalise_msisdn("7" + national) == e164
     assert normalise_msisdn(e164) == e164
     assert from_smpp_address(to_smpp_address(e164), 1) == e164
+
+
+def _reading(read: Callable[[str, str], str], raw: str, region: str) -> str:
+    try:
+        return read(raw, region)
+    except InvalidMsisdn as exc:
+        return f"rejected: {exc}"
+
+
+def _spaced_out(digits: str, separators: list[str]) -> str:
+    gaps = [*separators, *[""] * len(digits)]
+    return "".join(digit + gap for digit, gap in zip(digits, gaps, strict=False))
+
+
+# Every ten-digit national number, with more of them in the Russian ranges (3, 4, 8, 9).
+national_numbers = st.one_of(
+    st.integers(1_000_000_000, 9_999_999_999).map(str),
+    st.builds(lambda first, rest: f"{first}{rest:09d}", st.sampled_from("3489"), st.integers(0, 999_999_999)),
+)
+
+# Russian numbers as people write them: +7, 7 or 8, then the national number spaced out with
+# what people put between digits, perhaps with blanks around.
+usual_writings = st.builds(
+    lambda lead, prefix, digits, separators, tail: lead + prefix + _spaced_out(digits, separators) + tail,
+    st.sampled_from(["", "", "", " ", "\t"]),
+    st.sampled_from(["+7", "7", "8", "+7 ", "8 (", "7-", "8(", "+7("]),
+    national_numbers,
+    st.lists(st.sampled_from(["", "", "", "", " ", "-", "(", ")", ") ", "  ", " - "]), max_size=10),
+    st.sampled_from(["", "", "", " ", "\n", "\t"]),
+)
+
+# Near misses of those: other prefixes, wrong lengths, other punctuation and characters.
+near_misses = st.builds(
+    lambda lead, prefix, digits, separators, tail: lead + prefix + _spaced_out(digits, separators) + tail,
+    st.sampled_from(["", " ", "\u00a0", "(", "\u3000"]),
+    st.sampled_from(["+7", "7", "8", "", "+8", "87", "+77", "07", "+ 7", "＋7", "+70", "80", "00"]),
+    st.text(alphabet="0123456789", min_size=8, max_size=12),
+    st.lists(st.sampled_from(["", "", " ", "-", "(", ")", ".", "/", "x", "\u2011", "\n"]), max_size=12),
+    st.sampled_from(["", " ", "\n", "1", ")", "-", " x1", " ext. 5", "#"]),
+)
+
+
+@settings(max_examples=3000)
+@given(usual_writings)
+def test_the_fast_path_reads_usual_russian_writings_as_phonenumbers_does(raw: str) -> None:
+    assert _reading(normalise_msisdn, raw, "RU") == _reading(_normalise_in_full, raw, "RU")
+
+
+@settings(max_examples=3000)
+@given(near_misses, st.sampled_from(["RU", "RU", "RU", "KZ", "DE"]))
+def test_numbers_the_fast_path_does_not_take_read_as_before(raw: str, region: str) -> None:
+    assert _reading(normalise_msisdn, raw, region) == _reading(_normalise_in_full, raw, region)
+
+
+@settings(max_examples=2000)
+@given(national_numbers, st.sampled_from(["+7", "7", "8", "+7 ", "8 "]), st.sampled_from([" ", "", "-"]))
+def test_the_fast_path_agrees_on_ten_digit_national_numbers(national: str, prefix: str, gap: str) -> None:
+    spaced = f"{prefix}({national[:3]}) {national[3:6]}{gap}{national[6:8]}{gap}{national[8:]}"
+    for raw in (prefix + national, spaced):
+        assert _reading(normalise_msisdn, raw, "RU") == _reading(_normalise_in_full, raw, "RU")
