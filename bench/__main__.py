@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from bench import codec, link, notifications, requests_by_sms
+from bench import campaigns, codec, link, notifications, requests_by_sms
 from bench.report import facts, heading, machine_facts
 
 
@@ -30,6 +30,7 @@ SUITES = [
     Suite(notifications.NAME, notifications.MEASUREMENTS, notifications.run),
     Suite(link.NAME, link.MEASUREMENTS, link.run),
     Suite(codec.NAME, codec.MEASUREMENTS, codec.suite),
+    Suite(campaigns.NAME, campaigns.MEASUREMENTS, campaigns.run),
 ]
 
 
