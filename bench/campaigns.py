@@ -99,6 +99,8 @@ class Send:
     first_submit: float  # started_at -> first submitted_at
     complete: bool
     rss_at_start: int  # bytes (VmRSS of smsline serve, bound and idle, before the start)
+    rss_half: int  # bytes (VmRSS at the look halfway through the send)
+    rss_end: int  # bytes (VmRSS at the last look)
     peak_rss: int  # bytes (VmHWM of smsline serve)
     cpu_share: float  # smsline serve's CPU over the wall time from start to completed (1.0: a core)
     ahead_mean: float  # the campaign's SMS waiting in the outbox, mean of the looks
@@ -380,12 +382,14 @@ async def send(url: str, campaign_id: int, recipients: int, workdir: Path) -> Se
             looked = time.monotonic()
             deadline = looked + max(120.0, recipients / 250)
             aheads: list[int] = []
+            rss: list[int] = []
             state = "running"
             next_report = looked + PROGRESS_EVERY
             while time.monotonic() < deadline:
                 await asyncio.sleep(POLL_EVERY)
                 state, ahead = await _look(engine, campaign_id)
                 aheads.append(ahead)
+                rss.append(_rss(serve.pid, "VmRSS"))
                 if state != "running":
                     break
                 if time.monotonic() >= next_report:
@@ -419,6 +423,7 @@ async def send(url: str, campaign_id: int, recipients: int, workdir: Path) -> Se
     return Send(
         submitted=submitted, seconds=seconds, first_submit=first_submit,
         complete=state == "completed" and submitted == recipients, rss_at_start=rss_at_start,
+        rss_half=rss[len(rss) // 2] if rss else 0, rss_end=rss[-1] if rss else 0,
         peak_rss=peak, cpu_share=cpu_share,
         ahead_mean=sum(aheads) / len(aheads) if aheads else math.nan,
         ahead_max=max(aheads, default=0), looks=len(aheads),
@@ -442,7 +447,9 @@ async def measure(backend: str, url: str, count: int, workdir: Path) -> Outcome:
         raise RuntimeError(f"expected {opted_in(count):,} recipients (SMS on), got {expansion.recipients:,}")
     sent = await send(url, expansion.campaign, expansion.recipients, workdir)
     print(f"    send: {sent.submitted:,} submitted in {sent.seconds:.1f} s, {rate(sent.rate)} msg/s; first "
-          f"after {sent.first_submit:.2f} s; serve peak RSS {sent.peak_rss / MIB:.0f} MiB", flush=True)
+          f"after {sent.first_submit:.2f} s; serve RSS {sent.rss_at_start / MIB:.0f} MiB before the start, "
+          f"{sent.rss_half / MIB:.0f} halfway, {sent.rss_end / MIB:.0f} at the end, peak "
+          f"{sent.peak_rss / MIB:.0f}", flush=True)
     return Outcome(backend, count, filled, expansion, sent)
 
 
