@@ -113,17 +113,18 @@ class CampaignRunner:
             if self._stopping:
                 return
             try:
-                busy = await self.step()
+                delay = await self.step()
             except Exception:
                 log.exception("running campaigns failed; will try again")
-                busy = False
+                delay = POLL_EVERY
             self.steps += 1
-            delay = FEED_EVERY if busy else POLL_EVERY
 
     # -- one look at every campaign ---------------------------------------------------------------
 
-    async def step(self) -> bool:
-        """Do what each active campaign needs now; True while one is feeding."""
+    async def step(self) -> float:
+        """Do what each active campaign needs now; returns how soon to look again: at once when a
+        campaign filled a whole batch and has room for more, soon while one is feeding, else at
+        the next poll."""
         real_now = utcnow()
         async with self.db.engine.connect() as conn:
             rows = (
@@ -146,16 +147,16 @@ class CampaignRunner:
         for gone in set(self._budgets) - {c.id for c in active if c.state == "running"}:
             del self._budgets[gone]
             self._texts.pop(gone, None)
-        busy = False
+        delay = POLL_EVERY
         for campaign in active:
             if campaign.state == "scheduled" and campaign.start_at is not None and campaign.start_at <= now:
                 await self._change(campaign.id, "run", "its start time came")
-                busy = True
+                delay = 0.0
             elif campaign.state in ("paused", "cancelled"):
                 await self._clear_halted(campaign)
             elif campaign.state == "running":
-                busy = await self._feed(campaign, now) or busy
-        return busy
+                delay = min(delay, await self._feed(campaign, now))
+        return delay
 
     async def _change(self, campaign_id: int, action: str, detail: str) -> None:
         try:
@@ -193,7 +194,8 @@ class CampaignRunner:
         budget.at = mono
         return max(0, min(BATCH, int(budget.tokens), campaign.tps - ahead))
 
-    async def _feed(self, campaign: Campaign, now: dt.datetime) -> bool:
+    async def _feed(self, campaign: Campaign, now: dt.datetime) -> float:
+        """Feed one running campaign; how soon it wants to be fed again."""
         zones = [z for z in campaign.timezones if is_open(campaign.window, z, now)]
         async with self.db.engine.connect() as conn:
             ahead = await conn.run_sync(lambda sync: in_outbox(sync, campaign.id))
@@ -216,8 +218,11 @@ class CampaignRunner:
                 pending = await conn.run_sync(lambda sync: has_pending(sync, campaign.id))
             if not pending:
                 await self._complete(campaign.id)
-                return False
-        return fed.fetched > 0 or ahead > 0 or (bool(zones) and limit == 0)
+                return POLL_EVERY
+        if campaign.tps is None and fed.fetched == limit == BATCH:
+            return 0.0  # a whole batch went and there is room ahead: the outbox drains faster than this
+        busy = fed.fetched > 0 or ahead > 0 or (bool(zones) and limit == 0)
+        return FEED_EVERY if busy else POLL_EVERY
 
     async def _complete(self, campaign_id: int) -> None:
         def complete(conn: Connection) -> bool:
