@@ -50,6 +50,7 @@ from bench.link import (
     POSTGRES_ENV,
     WINDOW,
     free_port,
+    fresh_postgres,
     simulator_process,
     wait_http,
 )
@@ -211,23 +212,6 @@ async def fill_customers(url: str, count: int) -> float:
 def opted_in(count: int) -> int:
     """How many of ``count`` generated customers have SMS on."""
     return count - count // OPTED_OUT_EVERY
-
-
-async def fresh_postgres() -> str | None:
-    """A new, empty PostgreSQL database of this suite's own (so that it never drops another
-    suite's), or None when there is no server."""
-    server = os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES)
-    admin = create_oneshot_engine(server).execution_options(isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)'))
-            await conn.execute(text(f'CREATE DATABASE "{BENCH_DATABASE}"'))
-    except (OSError, ConnectionError) as exc:
-        print(f"  PostgreSQL not reachable at {server} ({exc}); skipped", flush=True)
-        return None
-    finally:
-        await admin.dispose()
-    return make_url(server).set(database=BENCH_DATABASE).render_as_string(hide_password=False)
 
 
 async def drop_postgres() -> None:
@@ -535,7 +519,7 @@ async def run(*, quick: bool, only: frozenset[str]) -> SuiteResult:
             if backend == "sqlite":
                 outcomes.append(await measure(backend, f"sqlite:///{workdir / 'cb.db'}", count, workdir))
                 continue
-            postgres = await fresh_postgres()
+            postgres = await fresh_postgres(BENCH_DATABASE)
             if postgres is None:
                 continue
             try:

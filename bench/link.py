@@ -187,20 +187,21 @@ async def status_counts(url: str) -> dict[str, int]:
         await engine.dispose()
 
 
-async def fresh_postgres() -> str | None:
-    """A new, empty PostgreSQL database for the bench, or None when there is no server."""
+async def fresh_postgres(database: str = BENCH_DATABASE) -> str | None:
+    """A new, empty PostgreSQL database of that name (each suite its own, so that none drops
+    another's), or None when there is no server."""
     server = os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES)
     admin = create_oneshot_engine(server).execution_options(isolation_level="AUTOCOMMIT")
     try:
         async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)'))
-            await conn.execute(text(f'CREATE DATABASE "{BENCH_DATABASE}"'))
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+            await conn.execute(text(f'CREATE DATABASE "{database}"'))
     except (OSError, ConnectionError) as exc:
         print(f"  PostgreSQL not reachable at {server} ({exc}); skipped", flush=True)
         return None
     finally:
         await admin.dispose()
-    url = make_url(server).set(database=BENCH_DATABASE)
+    url = make_url(server).set(database=database)
     return url.render_as_string(hide_password=False)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from smsline.campaigns.service import (
     Audience,
+    Campaign,
     StateConflict,
     act,
     campaign_history,
@@ -121,9 +122,8 @@ async def test_refused_transitions_and_a_scheduled_start(
     ]
 
 
-async def test_pause_stops_sending_within_a_second_and_resume_sends_the_rest_once(
-    service: Service, simulator: Simulator, engine: AsyncEngine
-) -> None:
+async def under_way(service: Service, simulator: Simulator, engine: AsyncEngine) -> Campaign:
+    """A campaign to 60 customers at 20 SMS/s, once its first 10 SMS have reached the handsets."""
     await add_customers(engine, 60)
     campaign = await new_campaign(service, tps=20)
 
@@ -131,6 +131,13 @@ async def test_pause_stops_sending_within_a_second_and_resume_sends_the_rest_onc
         return sum(campaign_sms(simulator).values()) >= 10
 
     await eventually(some_sent)
+    return campaign
+
+
+async def test_pause_stops_sending_within_a_second_and_resume_sends_the_rest_once(
+    service: Service, simulator: Simulator, engine: AsyncEngine
+) -> None:
+    campaign = await under_way(service, simulator, engine)
     paused_at = time.monotonic()
     await act(service.db.run, campaign.id, "pause", actor="operator")
     service.campaigns.wake()
@@ -164,13 +171,7 @@ async def test_pause_stops_sending_within_a_second_and_resume_sends_the_rest_onc
 async def test_cancel_mid_run_cancels_everyone_not_yet_sent(
     service: Service, simulator: Simulator, engine: AsyncEngine
 ) -> None:
-    await add_customers(engine, 60)
-    campaign = await new_campaign(service, tps=20)
-
-    async def some_sent() -> bool:
-        return sum(campaign_sms(simulator).values()) >= 10
-
-    await eventually(some_sent)
+    campaign = await under_way(service, simulator, engine)
     await act(service.db.run, campaign.id, "cancel", actor="operator")
     service.campaigns.wake()
 
