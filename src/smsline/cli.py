@@ -90,6 +90,7 @@ def simulator(
             password=password,
             service_number=settings.service_number,
             receipt_delay=settings.simulator_receipt_delay,
+            keep=settings.simulator_keep,
         )
     )
 

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     simulator_port: int = 2775
     simulator_http_port: int = 2776
     simulator_receipt_delay: float = 0.0
+    # The simulator keeps about this many of its newest records of each kind (for its HTTP API).
+    simulator_keep: int = Field(default=100_000, ge=1)
 
     # Abuse limits per MSISDN (SPEC §1.6).
     limit_info_per_hour: int = 3

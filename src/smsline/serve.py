@@ -86,7 +86,7 @@ class Service:
         binds = s.smsc_binds()
         if not binds:
             if self.simulator is None:
-                self.simulator = Simulator(receipt_delay=s.simulator_receipt_delay)
+                self.simulator = Simulator(receipt_delay=s.simulator_receipt_delay, keep=s.simulator_keep)
                 await self.simulator.start(s.simulator_host, s.simulator_port)
                 self.owns_simulator = True
                 if self.http:

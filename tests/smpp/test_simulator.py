@@ -138,6 +138,23 @@ async def test_submit_gets_an_id_and_a_matching_receipt(
     await simulator.wait_delivered(TIMEOUT)
 
 
+async def test_records_keep_only_the_newest_when_bounded(start_simulator: Start, connect: Connect) -> None:
+    """A simulator left running under load (``smsline simulator``, ``smsline serve`` without an
+    SMSC) keeps about ``keep`` of its newest records, not every SMS it ever received."""
+    simulator = await start_simulator(keep=10)
+    esme = await bound_esme(connect, simulator)
+    for n in range(25):
+        response = await esme.submit(short_message=f"message {n}".encode())
+        assert pdus.status_of(response) == pdus.ESME_ROK
+        await esme.received()  # its receipt
+    await simulator.wait_delivered(TIMEOUT)
+
+    for records in (simulator.submits, simulator.messages, simulator.deliveries):
+        assert 10 <= len(records) <= 11
+    assert [sms.text for sms in simulator.messages][-3:] == ["message 22", "message 23", "message 24"]
+    assert simulator.last_message_id == 25
+
+
 async def test_receipt_ids_may_use_another_base_and_no_tlvs(
     start_simulator: Start, connect: Connect
 ) -> None:

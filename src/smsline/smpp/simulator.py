@@ -262,10 +262,14 @@ class Simulator:
         response_timeout: float = 10.0,
         redelivery_delay: float = 1.0,
         receipt_id_format: IdFormat | None = None,
+        keep: int | None = None,
     ) -> None:
         """The receipt and id settings are the initial ``faults`` (see ``Faults``):
         ``receipt_id_format`` renders the id in receipts in another base than in
-        ``submit_sm_resp`` (as some SMSCs do); by default both use ``message_id_format``."""
+        ``submit_sm_resp`` (as some SMSCs do); by default both use ``message_id_format``.
+        ``keep`` bounds each of the records (submits, refusals, messages, deliveries) to about
+        that many of the newest, so that a simulator left running under load does not grow
+        without end; None keeps everything (tests)."""
         self.system_id = system_id
         self.password = password
         self._faults = FaultState(
@@ -281,6 +285,7 @@ class Simulator:
         self.response_timeout = response_timeout
         self.redelivery_delay = redelivery_delay
 
+        self.keep = keep
         self.submits: list[SubmittedPdu] = []
         self.refused: list[RefusedSubmit] = []
         self.messages: list[ReceivedSms] = []
@@ -515,6 +520,7 @@ class Simulator:
         if refusal is not None:
             destination = pdus.str_param(pdu, "destination_addr")
             self.refused.append(RefusedSubmit(link.system_id, destination, refusal, time.monotonic()))
+            self._trim(self.refused)
             self._answer(session, pdu, _error_response(pdu, refusal), delay=faults.response_delay)
             self._changed()
             return
@@ -522,6 +528,7 @@ class Simulator:
         message_id = _render_id(number, faults.message_id_format)
         record = _submitted(pdu, message_id=message_id, system_id=link.system_id)
         self.submits.append(record)
+        self._trim(self.submits)
         drop = state.accept()
         response = pdus.submit_sm_resp(pdu, message_id=message_id)
         self._reassemble(record)
@@ -616,8 +623,14 @@ class Simulator:
             system_id=first.system_id,
         )
         self.messages.append(sms)
+        self._trim(self.messages)
         log.debug("message %d complete (%d parts); %d messages", sms.id, len(parts),
                   len(self.messages))
+
+    def _trim(self, records: list[Any]) -> None:
+        """Forget the oldest records once there are a tenth more than ``keep`` (amortised)."""
+        if self.keep is not None and len(records) > self.keep + self.keep // 10:
+            del records[: len(records) - self.keep]
 
     # -- waiting ------------------------------------------------------------------------------
 
@@ -877,6 +890,7 @@ class Simulator:
                 at=time.monotonic(),
             )
         )
+        self._trim(self.deliveries)
         answer = self._answers_after_receipt.get(delivery.id)
         if answer is not None:
             answer()
@@ -1014,6 +1028,7 @@ async def run_standalone(
     password: str | None,
     service_number: str = "+79086228779",
     receipt_delay: float = 0.0,
+    keep: int | None = None,
     on_ready: Callable[[int, int], None] | None = None,
 ) -> None:
     """Run the simulator and its HTTP control endpoint until cancelled or interrupted.
@@ -1039,7 +1054,7 @@ async def run_standalone(
         handler = RichHandler(console=console, show_path=False)
         log.addHandler(handler)
         log.setLevel(logging.INFO)
-    simulator = Simulator(system_id=system_id, password=password, receipt_delay=receipt_delay)
+    simulator = Simulator(system_id=system_id, password=password, receipt_delay=receipt_delay, keep=keep)
     smpp_port = await simulator.start(host, port)
     try:
         sock = _listening_socket(host, http_port)
