@@ -26,14 +26,12 @@ Targets (issue, for 1,000,000 customers on this 2-core machine): expansion < 30 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import math
 import os
 import re
 import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +53,7 @@ from bench.link import (
     simulator_process,
     wait_http,
 )
+from bench.processes import memory_of, run_measured
 from bench.report import facts, heading, rate, source_revision, table
 from bench.requests_by_sms import HOST, ROOT, SMSLINE, SuiteResult
 from smsline.campaigns.runner import AHEAD_UNCAPPED, BATCH, FEED_EVERY
@@ -235,46 +234,17 @@ def reader(url: str) -> AsyncEngine:
 
 
 def _run_with_rusage(argv: Sequence[str], env: dict[str, str], timeout: float) -> tuple[float, int, str]:
-    """Run a command to its end: (wall seconds, its peak RSS in bytes, stdout). The peak is the
-    process's VmHWM, read every 5 ms while it runs: the ru_maxrss that wait4 reports would also
-    count the bench process's own memory, which a child inherits up to its exec on Linux."""
+    """Run a command to its end: (wall seconds, its peak RSS in bytes, stdout)."""
     with tempfile.TemporaryFile("w+", encoding="utf-8") as out, tempfile.TemporaryFile(
         "w+", encoding="utf-8"
     ) as err:
-        started = time.monotonic()
-        process = subprocess.Popen(argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        deadline = started + timeout
-        peak = 0
-        while True:
-            with contextlib.suppress(OSError, ValueError):  # gone meanwhile
-                # Until its exec the child still is (or shares) the bench's own memory.
-                if Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")[1:2] == [argv[0].encode()]:
-                    peak = max(peak, _rss(process.pid, "VmHWM"))
-            pid, status, _ = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                process.kill()
-                os.wait4(process.pid, 0)
-                process.returncode = -9
-                raise RuntimeError(f"{' '.join(argv[1:3])} did not finish within {timeout:g} s")
-            time.sleep(0.005)
-        elapsed = time.monotonic() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
+        code, elapsed, peak = run_measured(argv, env, timeout, stdout=out, stderr=err)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[1:])} failed ({process.returncode}): {stderr.strip()[-2000:]}")
+    if code != 0:
+        raise RuntimeError(f"{' '.join(argv[1:])} failed ({code}): {stderr.strip()[-2000:]}")
     return elapsed, peak, stdout
-
-
-def _rss(pid: int, field: str) -> int:
-    """VmRSS (now) or VmHWM (peak) of a running process, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -363,7 +333,7 @@ async def send(url: str, campaign_id: int, recipients: int, workdir: Path) -> Se
         engine = reader(url)
         try:
             await wait_http(f"http://{HOST}:{http_port}/readyz")
-            rss_at_start = _rss(serve.pid, "VmRSS")
+            rss_at_start = memory_of(serve.pid, "VmRSS")
             cpu_start, wall_start = _cpu_seconds(serve.pid), time.monotonic()
             start = await asyncio.to_thread(
                 _run_with_rusage, [str(SMSLINE), "campaign", "start", str(campaign_id)], env, 120
@@ -380,7 +350,7 @@ async def send(url: str, campaign_id: int, recipients: int, workdir: Path) -> Se
                 await asyncio.sleep(POLL_EVERY)
                 state, ahead = await _look(engine, campaign_id)
                 aheads.append(ahead)
-                rss.append(_rss(serve.pid, "VmRSS"))
+                rss.append(memory_of(serve.pid, "VmRSS"))
                 if state != "running":
                     break
                 if time.monotonic() >= next_report:
@@ -389,7 +359,7 @@ async def send(url: str, campaign_id: int, recipients: int, workdir: Path) -> Se
                     print(f"    {time.monotonic() - looked:5.0f} s: {done:,} of {recipients:,} submitted, "
                           f"{ahead:,} waiting in the outbox", flush=True)
             cpu_share = (_cpu_seconds(serve.pid) - cpu_start) / (time.monotonic() - wall_start)
-            peak = _rss(serve.pid, "VmHWM")
+            peak = memory_of(serve.pid, "VmHWM")
             async with engine.connect() as conn:
                 started_at = (
                     await conn.execute(select(campaigns.c.started_at).where(campaigns.c.id == campaign_id))

@@ -22,6 +22,7 @@ from pathlib import Path
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
+from bench.processes import run_measured
 from bench.report import facts, filesystem_of, heading, rate, source_revision, table
 from bench.requests_by_sms import ROOT, SMSLINE, SuiteResult
 from smsline.db.engine import create_oneshot_engine
@@ -105,14 +106,8 @@ async def _stored(url: str) -> dict[str, int]:
 
 def _run_measured(argv: list[str], env: dict[str, str], log: Path) -> tuple[int, float, int]:
     """(exit status, wall seconds, peak RSS in bytes) of a command run to its end."""
-    with log.open("wb") as out:
-        started = time.monotonic()
-        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(process.pid, 0)
-        elapsed = time.monotonic() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, elapsed, usage.ru_maxrss * 1024
+    with log.open("w", encoding="utf-8") as out:
+        return run_measured(argv, env, 3600, stdout=out, stderr=out)
 
 
 def _postgres_server() -> str | None:

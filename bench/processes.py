@@ -1,0 +1,49 @@
+"""Commands the benchmarks run to their end, with their wall time and their own peak memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+
+def memory_of(pid: int, field: str) -> int:
+    """VmRSS (now) or VmHWM (peak) of a running process, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_measured(
+    argv: Sequence[str], env: dict[str, str], timeout: float, *, stdout: IO[str], stderr: IO[str]
+) -> tuple[int, float, int]:
+    """Run a command to its end: (exit code, wall seconds, its peak RSS in bytes).
+
+    The peak is the process's VmHWM, read every 5 ms while it runs. The ``ru_maxrss`` that
+    wait4 reports would count the bench process's own memory too: on Linux a child inherits its
+    parent's high-water mark up to its exec."""
+    started = time.monotonic()
+    process = subprocess.Popen(list(argv), env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
+    deadline = started + timeout
+    peak = 0
+    own_command = [argv[0].encode()]
+    while True:
+        with contextlib.suppress(OSError, ValueError):  # gone meanwhile
+            # Until its exec the child still is (or shares) the bench's own memory.
+            if Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")[1:2] == own_command:
+                peak = max(peak, memory_of(process.pid, "VmHWM"))
+        pid, status, _ = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            process.kill()
+            os.wait4(process.pid, 0)
+            raise RuntimeError(f"{' '.join(argv[1:3])} did not finish within {timeout:g} s")
+        time.sleep(0.005)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, time.monotonic() - started, peak
