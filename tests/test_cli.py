@@ -135,3 +135,14 @@ async def test_templates_from_the_command_line(database_url: str) -> None:
     assert code == 0
     code, out = await asyncio.to_thread(invoke, database_url, "templates", "show", "card_ready")
     assert code == 1
+
+
+@pytest.mark.parametrize("command", [("tokens", "list"), ("templates", "list"), ("campaign", "list")])
+async def test_a_database_that_was_never_migrated_is_named_with_what_to_run(
+    empty_database_url: str, command: tuple[str, ...]
+) -> None:
+    code, out = await asyncio.to_thread(invoke, empty_database_url, *command)
+    assert code == 2
+    assert "never migrated" in out
+    assert "smsline db upgrade" in out
+    assert "Traceback" not in out

@@ -174,6 +174,7 @@ def _in_transaction(work: Callable[[Connection], T]) -> T:
     settings = load_settings()
 
     async def run() -> T:
+        await _migrated_or_exit(settings.database_url)
         engine = create_oneshot_engine(settings.database_url)
         try:
             async with transaction(engine) as conn:
@@ -182,6 +183,17 @@ def _in_transaction(work: Callable[[Connection], T]) -> T:
             await engine.dispose()
 
     return asyncio.run(run())
+
+
+async def _migrated_or_exit(url: str) -> None:
+    """A command that works on the database says what to do when it is not migrated yet."""
+    from smsline.db.migrate import DatabaseNotMigrated, check_migrated
+
+    try:
+        await check_migrated(url)
+    except DatabaseNotMigrated as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @tokens_app.command("create")
@@ -375,6 +387,7 @@ def _with_database(make: Callable[[Run[Any]], Awaitable[T]]) -> T:
     settings = load_settings()
 
     async def main() -> T:
+        await _migrated_or_exit(settings.database_url)
         engine = create_oneshot_engine(settings.database_url)
 
         async def run(work: Callable[[Connection], Any]) -> Any:

@@ -23,8 +23,8 @@ from smsline.api.context import ApiContext
 from smsline.campaigns.runner import CampaignRunner, Clock
 from smsline.campaigns.service import utcnow
 from smsline.config import Settings, SmscSettings
-from smsline.db.engine import Database, create_oneshot_engine
-from smsline.db.migrate import current_revision, head_revision
+from smsline.db.engine import Database
+from smsline.db.migrate import DatabaseNotMigrated, check_migrated
 from smsline.line.credentials import CredentialIssuer
 from smsline.line.dispatcher import Dispatcher
 from smsline.line.inbound import InboundWriter
@@ -242,26 +242,6 @@ def _banner(service: Service, console: Console) -> None:
             f"(API docs /api/docs; /healthz, /readyz, /metrics)"
         )
     console.print("Stop with Ctrl-C.")
-
-
-class DatabaseNotMigrated(RuntimeError):
-    pass
-
-
-async def check_migrated(url: str) -> None:
-    """Refuse to run on a database the migrations have not brought to this version."""
-    engine = create_oneshot_engine(url)
-    try:
-        async with engine.connect() as conn:
-            current = await conn.run_sync(current_revision)
-    finally:
-        await engine.dispose()
-    head = head_revision()
-    if current != head:
-        found = f"at revision {current}" if current else "empty (never migrated)"
-        raise DatabaseNotMigrated(
-            f"the database is {found}; this smsline needs revision {head}: run `smsline db upgrade`"
-        )
 
 
 async def _serve(settings: Settings) -> None:

@@ -97,3 +97,23 @@ async def upgrade_database_async(url: str) -> None:
 def upgrade_database(url: str) -> None:
     """Create or migrate the database at ``url`` (a ``sqlite:///`` or ``postgresql://`` URL)."""
     asyncio.run(upgrade_database_async(url))
+
+
+class DatabaseNotMigrated(RuntimeError):
+    pass
+
+
+async def check_migrated(url: str) -> None:
+    """Refuse to run on a database the migrations have not brought to this version."""
+    engine = create_oneshot_engine(url)
+    try:
+        async with engine.connect() as conn:
+            current = await conn.run_sync(current_revision)
+    finally:
+        await engine.dispose()
+    head = head_revision()
+    if current != head:
+        found = f"at revision {current}" if current else "empty (never migrated)"
+        raise DatabaseNotMigrated(
+            f"the database is {found}; this smsline needs revision {head}: run `smsline db upgrade`"
+        )
