@@ -320,6 +320,28 @@ async def test_receipts_mark_replies_delivered(
     assert all(message is not None and status == "delivered" for message, status in matched)
 
 
+async def test_a_receipt_delivered_again_after_a_lost_response_is_stored_once(
+    service: Service, simulator: Simulator, engine: AsyncEngine
+) -> None:
+    """The SMSC delivers a receipt again when it missed smsline's deliver_sm_resp: the message
+    still ends delivered, with one receipt on record, not two."""
+    await add_customer(engine, customer_id="c1", phone=PHONE)
+    simulator.set_faults(receipt_delay=0.5)
+    await exchange(simulator, PHONE, "client sms stop")
+    simulator.lose_next_deliver_resps(1)  # the first receipt's response
+
+    async def all_delivered() -> bool:
+        async with engine.connect() as conn:
+            statuses = (await conn.execute(select(outbox.c.status))).scalars().all()
+        return len(statuses) == 2 and set(statuses) == {"delivered"}
+
+    await eventually(all_delivered)
+    await simulator.wait_delivered(15)
+    receipt_attempts = [d for d in simulator.deliveries if d.kind == "receipt"]
+    assert len(receipt_attempts) >= 3, "the SMSC should have delivered one receipt twice"
+    assert await count(engine, receipts) == 2
+
+
 @pytest.mark.parametrize("settings_overrides", [{"multipart_timeout_seconds": 0.0}])
 async def test_multipart_whose_parts_never_all_come_is_stored_as_incomplete(
     service: Service, simulator: Simulator, engine: AsyncEngine

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -258,9 +259,16 @@ receipts = Table(
     Column("status", String(16)),
     Column("submit_date", String(16)),
     Column("done_date", String(16)),
-    Column("dedupe_key", String(64), nullable=False),
+    Column("dedupe_key", String(64), nullable=False),  # a redelivered receipt is found by its message id
     Index(None, "smsc_message_id", "smsc"),
-    Index(None, "dedupe_key"),
+    # Only the receipts still waiting for their message (few): the housekeeping's sweep for
+    # receipts that overtook their submit_sm_resp reads this instead of the whole table.
+    Index(
+        "ix_receipts_unmatched",
+        "received_at",
+        sqlite_where=text("message IS NULL"),
+        postgresql_where=text("message IS NULL"),
+    ),
 )
 
 # API tokens of the systems that call smsline. Only a hash of each token is kept.

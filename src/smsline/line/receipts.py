@@ -86,7 +86,12 @@ def id_bases(settings: Settings) -> dict[str, IdBase]:
 # The hot statements, built once (building and keying a statement per call costs more than
 # running it).
 _LOCK = text("SELECT pg_advisory_xact_lock(:key)")
-_SEEN = select(receipts.c.dedupe_key).where(receipts.c.dedupe_key.in_(bindparam("keys", expanding=True)))
+# Receipts already stored, looked up by the message ids they name (an index they need anyway for
+# matching): an index on the random dedupe keys themselves would cost every commit a B-tree page
+# per receipt once it outgrew the batch.
+_SEEN = select(receipts.c.dedupe_key).where(
+    receipts.c.smsc == bindparam("smsc"), receipts.c.smsc_message_id.in_(bindparam("ids", expanding=True))
+)
 _SEGMENTS = (
     select(
         outbox_segments.c.smsc_message_id, outbox_segments.c.message, outbox_segments.c.seq, outbox.c.segments
@@ -136,19 +141,24 @@ def record_receipts(
 ) -> None:
     now = dt.datetime.now(dt.UTC)
     bases = id_bases(settings)
-    seen = set(conn.execute(_SEEN, {"keys": list({r.dedupe_key for r in incoming})}).scalars())
+    keyed = [
+        (r, canonical_message_id(r.message_id, side="receipt", base=bases.get(r.smsc, "same")))
+        for r in incoming
+    ]
+    by_smsc: dict[str, set[str]] = defaultdict(set)
+    for r, key in keyed:
+        by_smsc[r.smsc].add(key)
+    seen: set[str] = set()
+    for smsc, keys in by_smsc.items():
+        seen.update(conn.execute(_SEEN, {"smsc": smsc, "ids": list(keys)}).scalars())
     fresh: list[tuple[ReceiptIn, str]] = []
-    for r in incoming:
+    for r, key in keyed:
         if r.dedupe_key in seen:
-            continue
+            continue  # delivered again by the SMSC: stored already
         seen.add(r.dedupe_key)
-        key = canonical_message_id(r.message_id, side="receipt", base=bases.get(r.smsc, "same"))
         fresh.append((r, key))
     if not fresh:
         return
-    by_smsc: dict[str, set[str]] = defaultdict(set)
-    for r, key in fresh:
-        by_smsc[r.smsc].add(key)
     segments = _find_segments(conn, by_smsc)
     unmatched: dict[str, set[str]] = defaultdict(set)
     for r, key in fresh:
