@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
 import secrets
@@ -298,6 +299,10 @@ class Simulator:
         self._links: dict[Session, _Link] = {}
         self._partials: dict[_PartialKey, _Partial] = {}
         self._queue: dict[int, _Delivery] = {}
+        # (due, id) of the deliveries waiting for an attempt, soonest first; an entry whose
+        # delivery has gone, is in flight or has another due time since is stale and skipped.
+        self._waiting: list[tuple[float, int]] = []
+        self._stalled: list[tuple[float, int]] = []
         self._delivery_ids = itertools.count(1)
         self._session_numbers = itertools.count(1)
         self._message_numbers = itertools.count(0x10000000 + secrets.randbelow(0x40000000))
@@ -343,6 +348,8 @@ class Simulator:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for delivery in self._queue.values():
+            if delivery.in_flight:
+                heapq.heappush(self._waiting, (delivery.due, delivery.id))
             delivery.in_flight = False
             delivery.retry_on_bind = True
         for link in self._links.values():
@@ -506,6 +513,8 @@ class Simulator:
                 if delivery.retry_on_bind:
                     delivery.retry_on_bind = False
                     delivery.due = min(delivery.due, now)
+                    if not delivery.in_flight:
+                        heapq.heappush(self._waiting, (delivery.due, delivery.id))
         self._changed()
         self._wake.set()
 
@@ -815,6 +824,7 @@ class Simulator:
             due=time.monotonic() + delay,
         )
         self._queue[delivery.id] = delivery
+        heapq.heappush(self._waiting, (delivery.due, delivery.id))
         self._wake.set()
         return delivery.id
 
@@ -836,22 +846,33 @@ class Simulator:
                 await self._wake.wait()
                 continue
             now = time.monotonic()
-            next_due: float | None = None
-            for delivery in list(self._queue.values()):
-                if delivery.in_flight:
-                    continue
-                if delivery.due > now:
-                    next_due = delivery.due if next_due is None else min(next_due, delivery.due)
-                    continue
+            # Due deliveries go out while a receiver bind has room in its window; the rest wait
+            # for an answer to free a slot (which wakes this loop). Only what is due and fits is
+            # looked at, so a backlog of receipts costs nothing per wake-up.
+            for entry in self._stalled:  # due, but no receiver had room for them last time
+                heapq.heappush(self._waiting, entry)
+            self._stalled = []
+            while self._waiting and self._waiting[0][0] <= now and len(self._stalled) < self.window:
+                due, delivery_id = heapq.heappop(self._waiting)
+                delivery = self._queue.get(delivery_id)
+                if delivery is None or delivery.in_flight or delivery.due != due:
+                    continue  # stale entry
                 link = self._receiver_for(delivery.system_id)
-                if link is None:
+                if link is None or link.in_flight >= self.window:
+                    self._stalled.append((due, delivery_id))  # an answer or a bind wakes us
                     continue
                 delivery.in_flight = True
                 link.in_flight += 1
                 task = loop.create_task(self._attempt(delivery, link))
                 self._attempts.add(task)
                 task.add_done_callback(self._attempts.discard)
-            timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
+            # Sleep until the next delivery falls due; what is due already but found no room
+            # waits for a wake-up (an answer frees a slot, a bind adds one, a delivery arrives).
+            next_due = self._waiting[0][0] if self._waiting else None
+            if next_due is None or (self._stalled and next_due <= now):
+                timeout = None
+            else:
+                timeout = max(0.0, next_due - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -899,6 +920,7 @@ class Simulator:
         else:
             delivery.due = time.monotonic() + self.redelivery_delay
             delivery.retry_on_bind = outcome != "error"
+            heapq.heappush(self._waiting, (delivery.due, delivery.id))
             log.info(
                 "%s #%d attempt %d to %s: %s%s; redelivering",
                 delivery.kind, delivery.id, delivery.attempts, link.system_id, outcome,
