@@ -52,7 +52,7 @@ log = logging.getLogger("smsline.campaigns")
 POLL_EVERY = 0.5  # seconds between looks at the campaigns table
 FEED_EVERY = 0.1  # seconds between feeds while a campaign runs
 AHEAD_UNCAPPED = 2000  # rows queued ahead for a campaign without a TPS cap
-BATCH = 500  # recipients per feeding transaction
+BATCH = 1000  # recipients per feeding transaction
 CANCELLED_WATCH = dt.timedelta(minutes=10)  # how long a cancelled campaign's leftovers are swept
 ACTOR = "smsline"
 
