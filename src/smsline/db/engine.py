@@ -39,9 +39,9 @@ def async_url(url: str) -> URL:
 
 
 # asyncpg prepares every statement, and PostgreSQL switches a prepared statement to a generic
-# plan after five runs. The outbox, its segments and the receipts grow from empty within
-# seconds, so a generic plan made while they were small (a sequential scan) would be kept while
-# they grow to millions of rows: plan each execution for the table as it is.
+# plan after five runs. In the service the outbox, its segments and the receipts grow from empty
+# within seconds, so a generic plan made while they were small (a sequential scan) would be kept
+# while they grow to millions of rows: plan each execution for the table as it is.
 POSTGRES_CONNECT_ARGS: dict[str, Any] = {"server_settings": {"plan_cache_mode": "force_custom_plan"}}
 
 
@@ -77,7 +77,9 @@ def create_oneshot_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(target, poolclass=NullPool)
         _configure_sqlite(engine.sync_engine)
         return engine
-    return create_async_engine(target, poolclass=NullPool, connect_args=POSTGRES_CONNECT_ARGS)
+    # No POSTGRES_CONNECT_ARGS here: a command's own temporary tables (the import's) are never
+    # analysed, and planned for each array of keys without statistics they would be scanned whole.
+    return create_async_engine(target, poolclass=NullPool)
 
 
 def _configure_sqlite(engine: Engine) -> None:
