@@ -30,7 +30,6 @@ import datetime as dt
 import math
 import os
 import re
-import signal
 import sqlite3
 import sys
 import tempfile
@@ -53,7 +52,7 @@ from bench.link import (
     simulator_process,
     wait_http,
 )
-from bench.processes import memory_of, run_measured
+from bench.processes import memory_of, run_measured, stop_gracefully
 from bench.report import facts, heading, rate, source_revision, table
 from bench.requests_by_sms import HOST, ROOT, SMSLINE, SuiteResult
 from smsline.campaigns.runner import AHEAD_UNCAPPED, BATCH
@@ -367,12 +366,7 @@ async def send(url: str, campaign_id: int, recipients: int, workdir: Path) -> Se
             submitted, first, last = await _submitted(engine, campaign_id)
         finally:
             await engine.dispose()
-            serve.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(serve.wait(), 60)
-            except TimeoutError:
-                serve.kill()
-                await serve.wait()
+            await stop_gracefully(serve, 60)
             os.close(log)
     begun = _utc(started_at)
     assert begun is not None

@@ -17,7 +17,6 @@ import asyncio
 import datetime as dt
 import math
 import os
-import signal
 import socket
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import httpx
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import make_url
 
+from bench.processes import stop_gracefully
 from bench.report import facts, heading, rate, source_revision, table
 from bench.requests_by_sms import HOST, ROOT, SMSLINE, SuiteResult
 from smsline.config import SmscSettings
@@ -87,13 +87,7 @@ async def simulator_process(workdir: Path) -> AsyncIterator[tuple[int, str]]:
         await wait_http(f"{control}/faults")
         yield port, control
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 20)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await stop_gracefully(process, 20)
         os.close(log)
 
 
@@ -246,12 +240,7 @@ async def outbox_run(url: str, count: int, workdir: Path, *, delay: float) -> tu
             delivered_at = time.monotonic() - started
             cpu = _cpu_seconds(serve.pid) - cpu_start
         finally:
-            serve.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(serve.wait(), 60)
-            except TimeoutError:
-                serve.kill()
-                await serve.wait()
+            await stop_gracefully(serve, 60)
             os.close(log)
     return submitted_at, delivered_at, cpu
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -47,3 +49,17 @@ def run_measured(
         time.sleep(0.005)
     process.returncode = os.waitstatus_to_exitcode(status)
     return process.returncode, time.monotonic() - started, peak
+
+
+async def stop_gracefully(process: asyncio.subprocess.Process, timeout: float) -> int | None:
+    """SIGTERM, then SIGKILL if it has not ended within ``timeout``: its exit code, or None when
+    it had to be killed."""
+    if process.returncode is not None:
+        return process.returncode
+    process.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.wait_for(process.wait(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return None

@@ -20,7 +20,6 @@ import csv
 import gc
 import math
 import os
-import signal
 import socket
 import sqlite3
 import sys
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from bench.processes import stop_gracefully
 from bench.report import facts, filesystem_of, heading, ms, percentile, rate, source_revision, table
 from smsline.domain.texts import ack_text, info_text, sms_started_text, sms_stopped_text
 from smsline.smpp import pdus
@@ -387,17 +387,7 @@ class ServiceProcess:
         process = self.process
         if process is None:
             return None
-        code: int | None
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                code = await asyncio.wait_for(process.wait(), timeout)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-                code = None
-        else:
-            code = process.returncode
+        code = await stop_gracefully(process, timeout)
         if self._log_file is not None:
             os.close(self._log_file)
             self._log_file = None
