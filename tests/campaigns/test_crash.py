@@ -3,7 +3,6 @@ their SMS, and only SMS whose outcome was not yet recorded at the kill may arriv
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -16,9 +15,7 @@ from smsline.db.engine import create_oneshot_engine, transaction
 from smsline.domain.quiet_hours import Window
 from smsline.smpp.simulator import Simulator
 from tests.campaigns.conftest import add_customers, phone_of, state_of
-from tests.line.conftest import eventually
-from tests.line.test_crash import DUPLICATE_BOUND, serve
-from tests.test_serve import free_port
+from tests.line.test_crash import DUPLICATE_BOUND, kill_mid_send_and_restart, serve_env
 
 COUNT = 1500
 
@@ -47,37 +44,12 @@ async def test_kill_9_mid_campaign_loses_no_recipient(database_url: str, simulat
         campaign_id = created.campaign.id
         await act(run, campaign_id, "start", actor="tester")
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SMSLINE_")}
-        env.update(
-            SMSLINE_DATABASE_URL=database_url,
-            SMSLINE_SMSC_HOST="127.0.0.1",
-            SMSLINE_SMSC_PORT=str(simulator.port),
-            SMSLINE_HTTP_PORT=str(free_port()),
-            SMSLINE_LOG_LEVEL="WARNING",
+        async def finished() -> bool:
+            return await state_of(engine, campaign_id) == "completed"
+
+        sent_before_kill = await kill_mid_send_and_restart(
+            simulator, serve_env(database_url, simulator), COUNT, finished
         )
-        simulator.set_faults(response_delay=0.02)  # keeps the window full: the kill lands mid-flight
-        async with serve(env) as first:
-            await simulator.wait_bound(30)
-
-            async def some_sent() -> bool:
-                return len(simulator.submits) >= COUNT // 4
-
-            await eventually(some_sent, timeout=60)
-            first.kill()
-            await first.wait()
-        sent_before_kill = Counter(m.text for m in simulator.messages)
-        assert len(sent_before_kill) < COUNT, "the kill came too late to test anything"
-        simulator.clear_faults()
-
-        async with serve(env) as second:
-
-            async def finished() -> bool:
-                return await state_of(engine, campaign_id) == "completed"
-
-            await eventually(finished, timeout=90)
-            second.terminate()
-            assert await second.wait() == 0
-
         received = Counter(m.text for m in simulator.messages)
         assert set(received) == {f"Hello c{i}" for i in range(COUNT)}  # nobody lost
         assert {"+" + m.destination.lstrip("+") for m in simulator.messages} == {

@@ -7,7 +7,7 @@ import asyncio
 import datetime as dt
 import os
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -41,6 +41,46 @@ async def serve(env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process
             await process.wait()
 
 
+def serve_env(database_url: str, simulator: Simulator) -> dict[str, str]:
+    """`smsline serve` on that database, bound to the simulator."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSLINE_")}
+    env.update(
+        SMSLINE_DATABASE_URL=database_url,
+        SMSLINE_SMSC_HOST="127.0.0.1",
+        SMSLINE_SMSC_PORT=str(simulator.port),
+        SMSLINE_HTTP_PORT=str(free_port()),
+        SMSLINE_LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+async def kill_mid_send_and_restart(
+    simulator: Simulator, env: dict[str, str], count: int, done: Callable[[], Awaitable[bool]]
+) -> Counter[str]:
+    """Start `smsline serve`, SIGKILL it once a quarter of ``count`` messages reached the SMSC
+    (slow answers keep the window full, so the kill lands with submits in flight), start it
+    again and let it finish until ``done``, then stop it gracefully. Returns the texts the SMSC
+    had received before the kill."""
+    simulator.set_faults(response_delay=0.02)
+    async with serve(env) as first:
+        await simulator.wait_bound(30)
+
+        async def some_sent() -> bool:
+            return len(simulator.submits) >= count // 4
+
+        await eventually(some_sent, timeout=60)
+        first.kill()
+        await first.wait()
+    sent_before_kill = Counter(sms.text for sms in simulator.messages)
+    assert len(sent_before_kill) < count, "the kill came too late to test anything"
+    simulator.clear_faults()
+    async with serve(env) as second:
+        await eventually(done, timeout=90)
+        second.terminate()
+        assert await second.wait() == 0
+    return sent_before_kill
+
+
 @pytest.mark.slow
 async def test_kill_9_mid_send_loses_nothing_and_resends_only_what_was_in_flight(
     database_url: str, simulator: Simulator
@@ -64,14 +104,7 @@ async def test_kill_9_mid_send_loses_nothing_and_resends_only_what_was_in_flight
                 for text in texts
             ],
         )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSLINE_")}
-    env.update(
-        SMSLINE_DATABASE_URL=database_url,
-        SMSLINE_SMSC_HOST="127.0.0.1",
-        SMSLINE_SMSC_PORT=str(simulator.port),
-        SMSLINE_HTTP_PORT=str(free_port()),
-        SMSLINE_LOG_LEVEL="WARNING",
-    )
+    env = serve_env(database_url, simulator)
 
     async def delivered() -> int:
         async with engine.connect() as conn:
@@ -84,30 +117,10 @@ async def test_kill_9_mid_send_loses_nothing_and_resends_only_what_was_in_flight
             )
 
     try:
-        # Slow answers keep the window full, so the kill lands with submits in flight.
-        simulator.set_faults(response_delay=0.02)
-        async with serve(env) as first:
-            await simulator.wait_bound(30)
+        async def all_delivered() -> bool:
+            return await delivered() == COUNT
 
-            async def some_sent() -> bool:
-                return len(simulator.submits) >= COUNT // 4
-
-            await eventually(some_sent, timeout=60)
-            first.kill()
-            await first.wait()
-        sent_before_kill = Counter(sms.text for sms in simulator.messages)
-        assert len(sent_before_kill) < COUNT, "the kill came too late to test anything"
-        simulator.clear_faults()
-
-        async with serve(env) as second:
-
-            async def all_delivered() -> bool:
-                return await delivered() == COUNT
-
-            await eventually(all_delivered, timeout=90)
-            second.terminate()
-            assert await second.wait() == 0
-
+        sent_before_kill = await kill_mid_send_and_restart(simulator, env, COUNT, all_delivered)
         received = Counter(sms.text for sms in simulator.messages)
         assert set(received) == set(texts)  # nothing lost
         twice = {text: n for text, n in received.items() if n > 1}
