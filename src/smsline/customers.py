@@ -200,6 +200,15 @@ def _check_header(path: Path, header: list[str] | None) -> list[str]:
 RowParser = Callable[[int, list[str]], "_Row | RowError"]
 
 
+def _required(value: str, column: str, limit: int, reasons: list[str]) -> str:
+    """A required text column's value; what is wrong with it goes into ``reasons``."""
+    if not value:
+        reasons.append(f"{column} is empty")
+    elif len(value) > limit:
+        reasons.append(f"{column} is longer than {limit} characters")
+    return value
+
+
 def _row_parser(columns: list[str], defaults: _Defaults, *, nul: bool = True) -> RowParser:
     """A function that validates one record of a file with these (checked) columns.
 
@@ -226,11 +235,7 @@ def _row_parser(columns: list[str], defaults: _Defaults, *, nul: bool = True) ->
         if nul and any("\x00" in value for value in values):
             reasons.append("contains a NUL character")
 
-        customer_id = values[at_id]
-        if not customer_id:
-            reasons.append("customer_id is empty")
-        elif len(customer_id) > id_limit:
-            reasons.append(f"customer_id is longer than {id_limit} characters")
+        customer_id = _required(values[at_id], "customer_id", id_limit, reasons)
         phone = values[at_phone]
         if not phone:
             reasons.append("phone is empty")
@@ -239,16 +244,8 @@ def _row_parser(columns: list[str], defaults: _Defaults, *, nul: bool = True) ->
                 phone = normalise_msisdn(phone, region)
             except InvalidMsisdn as exc:
                 reasons.append(f"phone: {exc}")
-        personal_code = values[at_code]
-        if not personal_code:
-            reasons.append("personal_code is empty")
-        elif len(personal_code) > code_limit:
-            reasons.append(f"personal_code is longer than {code_limit} characters")
-        login = values[at_login]
-        if not login:
-            reasons.append("login is empty")
-        elif len(login) > login_limit:
-            reasons.append(f"login is longer than {login_limit} characters")
+        personal_code = _required(values[at_code], "personal_code", code_limit, reasons)
+        login = _required(values[at_login], "login", login_limit, reasons)
 
         name = (values[at_name] or None) if at_name is not None else None
         if name is not None and len(name) > name_limit:
