@@ -135,6 +135,20 @@ async def test_a_failing_batch_fails_its_items_and_nothing_else(database_url: st
         await db.dispose()
 
 
+async def test_an_item_that_sinks_its_batch_fails_alone(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        phones = ["+79160000001", "+79160000001", "+79160000002"]  # the second takes a used phone
+        results = await asyncio.gather(*(db.submit(add_many, p) for p in phones), return_exceptions=True)
+        assert isinstance(results[0], int)
+        assert isinstance(results[1], Exception)
+        assert "unique" in str(results[1]).lower()
+        assert isinstance(results[2], int)
+        assert await db.run(count) == 2
+    finally:
+        await db.dispose()
+
+
 async def test_a_batch_must_answer_every_item(database_url: str) -> None:
     db = Database(database_url)
     try:
@@ -152,3 +166,19 @@ async def test_work_after_dispose_is_refused(database_url: str) -> None:
     await db.dispose()
     with pytest.raises(DatabaseClosed):
         await db.run(count)
+
+
+async def test_a_read_does_not_wait_for_a_write_in_progress(database_url: str) -> None:
+    """Reads (the API's GETs, token look-ups) see the last commit at once, even while a writer
+    holds its transaction (and on SQLite the write lock) open."""
+    db = Database(database_url)
+    try:
+        await db.run(add("early", "+79160000001"))
+        async with db.engine.begin() as writer:
+            await writer.run_sync(add("late", "+79160000009"))
+            async with db.read() as conn:
+                seen = await asyncio.wait_for(conn.scalar(select(func.count()).select_from(customers)), 2.0)
+            assert seen == 1  # the committed row, not the one still being written
+        assert await db.run(count) == 2
+    finally:
+        await db.dispose()

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from smsline.config import Settings
 from smsline.db.schema import notifications, outbox
-from smsline.notify.notifications import Answer, NotificationRequest, queue_notification
+from smsline.notify.notifications import Answer, NotificationRequest, Refusal, queue_notifications
 from smsline.notify.tokens import create_token
 from tests.line.conftest import add_customer, eventually
 
@@ -42,7 +42,7 @@ async def test_the_loser_of_a_race_answers_what_the_winner_answered(
     )
 
     def queue(conn: Connection) -> Answer:
-        answer = queue_notification(conn, request, settings, dt.datetime.now(dt.UTC))
+        [answer] = queue_notifications(conn, [(request, dt.datetime.now(dt.UTC))], settings=settings)
         assert isinstance(answer, Answer)
         return answer
 
@@ -80,3 +80,64 @@ async def test_the_loser_of_a_race_answers_what_the_winner_answered(
     async with engine.connect() as conn:
         assert await conn.scalar(select(func.count()).select_from(outbox)) == 1
         assert await conn.scalar(select(func.count()).select_from(notifications)) == 1
+
+
+async def test_a_batch_answers_each_request_as_if_it_came_alone(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    """Requests that arrive together are decided in one transaction; each still gets its own
+    answer, and a key repeated within the batch is a retry of its first use."""
+    settings = Settings(database_url=database_url, secret_key=SecretStr("k"))
+    await add_customer(engine, customer_id="C-1", phone="+79161234567")
+    await add_customer(engine, customer_id="C-2", phone="+79161234568", login="petrov", sms_enabled=False)
+    async with engine.begin() as conn:
+        token = await conn.run_sync(
+            lambda c: create_token(c, "crm", ["notifications:send"], service_key=b"k")
+        )
+
+    def asking(key: str, customer: str, text: str, template: str | None = None) -> NotificationRequest:
+        return NotificationRequest(
+            token=token.info.id,
+            idempotency_key=key,
+            customer_id=customer,
+            phone=None,
+            template=template,
+            parameters={},
+            text=None if template else text,
+            status_callback=None,
+        )
+
+    now = dt.datetime.now(dt.UTC)
+    batch = [
+        asking("k-1", "C-1", "Your card is ready."),
+        asking("k-1", "C-1", "Your card is ready."),  # a retry
+        asking("k-1", "C-1", "Something else."),  # the key reused for another request
+        asking("k-2", "C-1", "", template="no_such_template"),
+        asking("k-3", "C-404", "Hello."),
+        asking("k-4", "C-2", "Hello."),
+    ]
+    async with engine.begin() as conn:
+        answers = await conn.run_sync(
+            lambda c: queue_notifications(c, [(r, now) for r in batch], settings=settings)
+        )
+
+    queued, retry, reused, unknown_template, unknown_customer, opted_out = answers
+    assert isinstance(queued, Answer)
+    assert queued.code == 202
+    assert not queued.replayed
+    assert isinstance(retry, Answer)
+    assert retry.replayed
+    assert retry.body == queued.body
+    assert isinstance(reused, Refusal)
+    assert reused.kind == "idempotency-key-reused"
+    assert isinstance(unknown_template, Refusal)
+    assert unknown_template.kind == "unknown-template"
+    assert isinstance(unknown_customer, Answer)
+    assert (unknown_customer.code, unknown_customer.body["reason"]) == (200, "unknown_customer")
+    assert isinstance(opted_out, Answer)
+    assert (opted_out.code, opted_out.body["reason"]) == (200, "opted_out")
+    async with engine.connect() as conn:
+        texts = (await conn.execute(select(outbox.c.destination, outbox.c.text))).tuples().all()
+        assert texts == [("+79161234567", "Your card is ready.")]
+        keys = (await conn.execute(select(notifications.c.idempotency_key))).scalars().all()
+        assert sorted(keys) == ["k-1", "k-3", "k-4"]

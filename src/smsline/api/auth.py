@@ -19,7 +19,8 @@ bearer = HTTPBearer(auto_error=False, description="An API token made with `smsli
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def api_context(request: Request) -> ApiContext:
+async def api_context(request: Request) -> ApiContext:
+    # async, like every dependency here: FastAPI runs a plain function in a worker thread.
     context: ApiContext = request.app.state.api
     return context
 
@@ -37,7 +38,7 @@ async def _lookup(context: ApiContext, token: str) -> TokenInfo | None:
     cached = context.tokens.get(key)
     if cached is not None and cached.until > now:
         return cached.info
-    async with context.db.engine.connect() as conn:
+    async with context.db.read() as conn:
         info = await conn.run_sync(lambda sync: find_token(sync, token))
     if len(context.tokens) > 10_000:
         context.tokens.clear()

@@ -315,7 +315,7 @@ async def all_campaigns(
     state: Annotated[list[State] | None, Query(description="only in these states")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[CampaignOut]:
-    async with context.db.engine.connect() as conn:
+    async with context.db.read() as conn:
         found = await conn.run_sync(lambda sync: list_campaigns(sync, states=state or (), limit=limit))
     return [campaign_out(c) for c in found]
 
@@ -329,7 +329,7 @@ async def _load(context: Context, campaign_id: int) -> CampaignOut:
             campaign, progress_of=progress(conn, campaign), events=campaign_history(conn, campaign_id)
         )
 
-    async with context.db.engine.connect() as conn:
+    async with context.db.read() as conn:
         found = await conn.run_sync(load)
     if found is None:
         raise ProblemError("not-found", f"there is no campaign {campaign_id}")

@@ -7,10 +7,12 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from smsline.config import Settings
-from smsline.db.engine import Database
+from smsline.db.engine import BatchWork, Database
 from smsline.domain.rates import SlidingWindow, TokenBucket
+from smsline.notify.notifications import Answer, NotificationRequest, Refusal, queue_notifications
 from smsline.notify.portal import PortalPasswords
 from smsline.notify.tokens import TokenInfo
 
@@ -39,6 +41,10 @@ class ApiContext:
     def __post_init__(self) -> None:
         if self.portal is None:
             self.portal = PortalPasswords(self.db)
+        # One callable for the life of the context: the database batches items by their work.
+        self.queue_notifications: BatchWork[tuple[NotificationRequest, dt.datetime], Answer | Refusal] = (
+            partial(queue_notifications, settings=self.settings)
+        )
 
     def passwords(self) -> PortalPasswords:
         assert self.portal is not None

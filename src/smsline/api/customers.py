@@ -162,7 +162,7 @@ async def get_customer(
     context: Context,
     _token: Annotated[TokenInfo, Depends(require("customers:read"))],
 ) -> CustomerOut:
-    async with context.db.engine.connect() as conn:
+    async with context.db.read() as conn:
         found = await conn.run_sync(lambda sync: _load(sync, customer_id))
     if found is None:
         raise ProblemError("not-found", f"there is no customer {customer_id!r}")

@@ -72,7 +72,7 @@ async def get_message(
     context: Context,
     _token: Annotated[TokenInfo, Depends(require("messages:read"))],
 ) -> MessageOut:
-    async with context.db.engine.connect() as conn:
+    async with context.db.read() as conn:
         row = (
             (
                 await conn.execute(

@@ -15,7 +15,7 @@ from smsline.api.problems import FieldError, ProblemError, responses
 from smsline.domain.msisdn import InvalidMsisdn, normalise_msisdn
 from smsline.domain.segments import count_segments
 from smsline.domain.templates import MAX_TEXT_LENGTH, MAX_VALUE_LENGTH, TEMPLATE_NAME
-from smsline.notify.notifications import Answer, NotificationRequest, Refusal, queue_notification
+from smsline.notify.notifications import NotificationRequest, Refusal
 from smsline.notify.tokens import TokenInfo
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
@@ -176,10 +176,7 @@ async def send_notification(
         text=body.text,
         status_callback=str(body.status_callback) if body.status_callback is not None else None,
     )
-    settings = context.settings
-    outcome: Answer | Refusal = await context.db.run(
-        lambda conn: queue_notification(conn, request, settings, dt.datetime.now(dt.UTC))
-    )
+    outcome = await context.db.submit(context.queue_notifications, (request, dt.datetime.now(dt.UTC)))
     if isinstance(outcome, Refusal):
         raise _refused(outcome)
     if outcome.queued and not outcome.replayed:

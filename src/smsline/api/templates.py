@@ -106,7 +106,7 @@ def template_out(template: Template) -> TemplateOut:
 async def all_templates(
     context: Context, _token: Annotated[TokenInfo, Depends(require("templates:read"))]
 ) -> list[TemplateOut]:
-    async with context.db.engine.connect() as conn:
+    async with context.db.read() as conn:
         found = await conn.run_sync(list_templates)
     return [template_out(t) for t in found]
 
@@ -120,7 +120,7 @@ async def all_templates(
 async def one_template(
     name: TemplateName, context: Context, _token: Annotated[TokenInfo, Depends(require("templates:read"))]
 ) -> TemplateOut:
-    async with context.db.engine.connect() as conn:
+    async with context.db.read() as conn:
         found = await conn.run_sync(lambda sync: get_template(sync, name))
     if found is None:
         raise ProblemError("not-found", f"there is no template named {name!r}")

@@ -126,7 +126,7 @@ class CampaignRunner:
         campaign filled a whole batch and has room for more, soon while one is feeding, else at
         the next poll."""
         real_now = utcnow()
-        async with self.db.engine.connect() as conn:
+        async with self.db.read() as conn:
             rows = (
                 await conn.execute(
                     select(campaigns).where(
@@ -170,7 +170,7 @@ class CampaignRunner:
 
     async def _clear_halted(self, campaign: Campaign) -> None:
         """Withdraw what the dispatcher handed back; finish the sweep of a cancelled campaign."""
-        async with self.db.engine.connect() as conn:
+        async with self.db.read() as conn:
             waiting = await conn.run_sync(lambda sync: in_outbox(sync, campaign.id))
             pending = campaign.state == "cancelled" and await conn.run_sync(
                 lambda sync: has_pending(sync, campaign.id)
@@ -197,7 +197,7 @@ class CampaignRunner:
     async def _feed(self, campaign: Campaign, now: dt.datetime) -> float:
         """Feed one running campaign; how soon it wants to be fed again."""
         zones = [z for z in campaign.timezones if is_open(campaign.window, z, now)]
-        async with self.db.engine.connect() as conn:
+        async with self.db.read() as conn:
             ahead = await conn.run_sync(lambda sync: in_outbox(sync, campaign.id))
         limit = self._allowance(campaign, ahead)
         fed = Fed(0, 0, 0)
@@ -214,7 +214,7 @@ class CampaignRunner:
             if fed.queued:
                 self.on_queued()
         if fed.fetched == 0 and ahead == 0 and limit > 0:
-            async with self.db.engine.connect() as conn:
+            async with self.db.read() as conn:
                 pending = await conn.run_sync(lambda sync: has_pending(sync, campaign.id))
             if not pending:
                 await self._complete(campaign.id)

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "smsline_read_only"  # execution option of the connections `Database.read` gives
 
 
 def async_url(url: str) -> URL:
@@ -96,7 +97,10 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")  # a snapshot; never waits for the writer
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 _write_locks: weakref.WeakKeyDictionary[Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
@@ -139,6 +143,26 @@ class _Piece:
     run: Callable[[Connection], Any]
     futures: list[asyncio.Future[Any]]
     batched: bool
+    work: BatchWork[Any, Any] | None = None
+    items: list[Any] | None = None
+
+    def one_by_one(self) -> list[_Piece]:
+        """A batched piece split into pieces of one item each, so that an item that makes its
+        transaction fail fails alone."""
+        work, items = self.work, self.items
+        assert work is not None
+        assert items is not None
+        return [
+            _batch_piece(work, [item], [future]) for item, future in zip(items, self.futures, strict=True)
+        ]
+
+    @property
+    def splittable(self) -> bool:
+        return self.batched and len(self.futures) > 1
+
+
+def _batch_piece(work: BatchWork[Any, Any], items: list[Any], futures: list[asyncio.Future[Any]]) -> _Piece:
+    return _Piece(partial(_batched_call, work, items=items), futures, True, work, items)
 
 
 class Database:
@@ -181,6 +205,15 @@ class Database:
     @property
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reading only. On SQLite its transaction is a plain snapshot: it does
+        not queue for the write lock behind the service's writes (with BEGIN IMMEDIATE a read
+        waited in SQLite's busy handler, seconds at a time under steady load)."""
+        async with self.engine.connect() as conn:
+            await conn.execution_options(**{READ_ONLY: True})
+            yield conn
 
     async def run(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in a transaction and return its result once that has committed."""
@@ -225,17 +258,18 @@ class Database:
     async def _run_batches(self, work: BatchWork[Any, Any]) -> None:
         try:
             while pending := self._batched.pop(work, None):
-                piece = _Piece(
-                    partial(_batched_call, work, items=[item for item, _ in pending]),
-                    [future for _, future in pending],
-                    batched=True,
-                )
+                batch = _batch_piece(work, [item for item, _ in pending], [future for _, future in pending])
                 try:
-                    results = await self.run(piece.run)
+                    _settle([batch], [(True, await self.run(batch.run))])
                 except Exception as exc:
-                    _settle([piece], [(False, exc)])
-                else:
-                    _settle([piece], [(True, results)])
+                    if not batch.splittable:
+                        _settle([batch], [(False, exc)])
+                        continue
+                    for alone in batch.one_by_one():  # so that an item that fails fails alone
+                        try:
+                            _settle([alone], [(True, await self.run(alone.run))])
+                        except Exception as exc:
+                            _settle([alone], [(False, exc)])
         finally:
             self._runners[work] -= 1
 
@@ -256,14 +290,13 @@ class Database:
             batched, self._batched = self._batched, {}
         pieces = [_Piece(work, [future], False) for work, future in plain]
         for work, entries in batched.items():
-            items = [item for item, _ in entries]
-            pieces.append(_Piece(partial(_batched_call, work, items=items), [f for _, f in entries], True))
+            pieces.append(_batch_piece(work, [item for item, _ in entries], [f for _, f in entries]))
         return pieces
 
     def _serve(self) -> None:
         while (pieces := self._take()) is not None:
             try:
-                outcomes = self._commit_together(pieces)
+                pieces, outcomes = self._commit_together(pieces)
             except BaseException as exc:  # not the work's fault: the engine itself is broken
                 outcomes = [(False, exc)] * len(pieces)
             by_loop: dict[asyncio.AbstractEventLoop, list[int]] = {}
@@ -275,23 +308,38 @@ class Database:
                         _settle, [pieces[i] for i in indexes], [outcomes[i] for i in indexes]
                     )
 
-    def _commit_together(self, pieces: list[_Piece]) -> list[tuple[bool, Any]]:
+    def _commit_together(self, pieces: list[_Piece]) -> tuple[list[_Piece], list[tuple[bool, Any]]]:
+        """The pieces' outcomes, in one transaction if they all succeed; else each piece alone,
+        and a batch that still fails one item at a time. Returns the pieces as they were finally
+        run, with their outcomes."""
         assert self._sync is not None
         try:
             with self._sync.begin() as conn:
                 results = [(True, piece.run(conn)) for piece in pieces]
-            return results
+            return pieces, results
         except Exception as exc:
-            if len(pieces) == 1:
-                return [(False, exc)]
+            if len(pieces) == 1 and not pieces[0].splittable:
+                return pieces, [(False, exc)]
+        ran: list[_Piece] = []
         outcomes: list[tuple[bool, Any]] = []
         for piece in pieces:
-            try:
-                with self._sync.begin() as conn:
-                    outcomes.append((True, piece.run(conn)))
-            except Exception as exc:
-                outcomes.append((False, exc))
-        return outcomes
+            outcome = self._commit_alone(piece)
+            if outcome[0] or not piece.splittable:
+                ran.append(piece)
+                outcomes.append(outcome)
+                continue
+            for alone in piece.one_by_one():
+                ran.append(alone)
+                outcomes.append(self._commit_alone(alone))
+        return ran, outcomes
+
+    def _commit_alone(self, piece: _Piece) -> tuple[bool, Any]:
+        assert self._sync is not None
+        try:
+            with self._sync.begin() as conn:
+                return True, piece.run(conn)
+        except Exception as exc:
+            return False, exc
 
     async def dispose(self) -> None:
         with self._work_ready:
@@ -314,8 +362,9 @@ def _settle(pieces: list[_Piece], outcomes: list[tuple[bool, Any]]) -> None:
     """Hand results to the waiting futures (on their event loop)."""
     for piece, (ok, value) in zip(pieces, outcomes, strict=True):
         if ok and piece.batched and len(value) != len(piece.futures):
-            ok, value = False, RuntimeError(
-                f"batched work returned {len(value)} results for {len(piece.futures)} items"
+            ok, value = (
+                False,
+                RuntimeError(f"batched work returned {len(value)} results for {len(piece.futures)} items"),
             )
         for index, future in enumerate(piece.futures):
             if future.done():

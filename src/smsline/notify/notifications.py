@@ -85,14 +85,18 @@ class Refusal:
 # Statements built once and executed with parameters: building a statement per request costs
 # more than running it.
 _EARLIER = select(
-    notifications.c.request_hash, notifications.c.response_code, notifications.c.response
+    notifications.c.token,
+    notifications.c.idempotency_key,
+    notifications.c.request_hash,
+    notifications.c.response_code,
+    notifications.c.response,
 ).where(
-    notifications.c.token == bindparam("n_token"),
-    notifications.c.idempotency_key == bindparam("n_key"),
+    notifications.c.token.in_(bindparam("n_tokens", expanding=True)),
+    notifications.c.idempotency_key.in_(bindparam("n_keys", expanding=True)),
 )
-_TEMPLATE = select(
-    templates.c.text_en, templates.c.text_ru, templates.c.parameters, templates.c.essential
-).where(templates.c.name == bindparam("t_name"))
+_TEMPLATES = select(
+    templates.c.name, templates.c.text_en, templates.c.text_ru, templates.c.parameters, templates.c.essential
+).where(templates.c.name.in_(bindparam("t_names", expanding=True)))
 _CUSTOMER_COLUMNS = (
     customers.c.id,
     customers.c.customer_id,
@@ -100,59 +104,144 @@ _CUSTOMER_COLUMNS = (
     customers.c.language,
     customers.c.sms_enabled,
 )
-_CUSTOMER_BY_ID = select(*_CUSTOMER_COLUMNS).where(customers.c.customer_id == bindparam("c_ref"))
-_CUSTOMER_BY_PHONE = select(*_CUSTOMER_COLUMNS).where(customers.c.phone == bindparam("c_ref"))
-_OUTBOX_INSERT = insert(outbox).returning(outbox.c.id)
-_OUTBOX_DELETE = delete(outbox).where(outbox.c.id == bindparam("o_id"))
+_CUSTOMERS_BY_ID = select(*_CUSTOMER_COLUMNS).where(
+    customers.c.customer_id.in_(bindparam("c_refs", expanding=True))
+)
+_CUSTOMERS_BY_PHONE = select(*_CUSTOMER_COLUMNS).where(
+    customers.c.phone.in_(bindparam("c_refs", expanding=True))
+)
+_OUTBOX_INSERT = insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True)
+_OUTBOX_DELETE = delete(outbox).where(outbox.c.id.in_(bindparam("o_ids", expanding=True)))
 _NOTIFICATION_INSERT = {
     name: dialect.insert(notifications)
     .on_conflict_do_nothing(index_elements=[notifications.c.token, notifications.c.idempotency_key])
-    .returning(notifications.c.id)
+    .returning(notifications.c.token, notifications.c.idempotency_key)
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
 
-
-def _insert_ignoring_conflict(conn: Connection, values: dict[str, Any]) -> int | None:
-    found = conn.execute(_NOTIFICATION_INSERT[conn.dialect.name], values).scalar()
-    return int(found) if found is not None else None
+Key = tuple[int, str]  # (token, idempotency key)
 
 
-def _earlier(conn: Connection, request: NotificationRequest) -> Answer | Refusal | None:
-    row = conn.execute(_EARLIER, {"n_token": request.token, "n_key": request.idempotency_key}).first()
-    if row is None:
-        return None
-    if row.request_hash != request.fingerprint():
+@dataclass(slots=True)
+class _Stored:
+    """An answer already given under a key: what was asked (its hash) and what was answered."""
+
+    request_hash: str
+    code: int
+    body: dict[str, Any]
+
+
+def _replay(stored: _Stored, request: NotificationRequest) -> Answer | Refusal:
+    if stored.request_hash != request.fingerprint():
         return Refusal(
             "idempotency-key-reused",
             "this Idempotency-Key was used before for a different request; "
             "use a new key for a new notification",
         )
-    return Answer(row.response_code, json.loads(row.response), replayed=True)
+    return Answer(stored.code, stored.body, replayed=True)
 
 
-def queue_notification(
-    conn: Connection, request: NotificationRequest, settings: Settings, now: dt.datetime
-) -> Answer | Refusal:
-    """Queue (or suppress) one notification; see the module documentation."""
-    earlier = _earlier(conn, request)
-    if earlier is not None:
-        return earlier
+def _stored_answers(conn: Connection, keys: set[Key]) -> dict[Key, _Stored]:
+    if not keys:
+        return {}
+    rows = conn.execute(
+        _EARLIER,
+        {"n_tokens": sorted({token for token, _ in keys}), "n_keys": sorted({key for _, key in keys})},
+    )
+    return {
+        (row.token, row.idempotency_key): _Stored(
+            row.request_hash, row.response_code, json.loads(row.response)
+        )
+        for row in rows
+        if (row.token, row.idempotency_key) in keys
+    }
 
+
+@dataclass(slots=True)
+class _New:
+    """A notification decided in this transaction, waiting for its rows to be written."""
+
+    index: int
+    request: NotificationRequest
+    fingerprint: str
+    now: dt.datetime
+    customer: int | None
+    body: dict[str, Any]
+    reason: str | None
+    outbox_row: dict[str, Any] | None
+
+
+def queue_notifications(
+    conn: Connection, items: list[tuple[NotificationRequest, dt.datetime]], *, settings: Settings
+) -> list[Answer | Refusal]:
+    """Queue (or suppress) each notification, in order, in one transaction; see the module
+    documentation. Every look-up is one statement for the whole batch and the rows are written
+    with one statement per table, so a batch of a hundred costs little more than one."""
+    requests = [request for request, _ in items]
+    stored = _stored_answers(conn, {(r.token, r.idempotency_key) for r in requests})
+    names = sorted({r.template for r in requests if r.template is not None})
+    template_rows = {row.name: row for row in conn.execute(_TEMPLATES, {"t_names": names})} if names else {}
+    by_id = sorted({r.customer_id for r in requests if r.customer_id is not None})
+    by_phone = sorted({r.phone for r in requests if r.customer_id is None and r.phone is not None})
+    customers_by_id = (
+        {row.customer_id: row for row in conn.execute(_CUSTOMERS_BY_ID, {"c_refs": by_id})} if by_id else {}
+    )
+    customers_by_phone = (
+        {row.phone: row for row in conn.execute(_CUSTOMERS_BY_PHONE, {"c_refs": by_phone})}
+        if by_phone
+        else {}
+    )
+
+    outcomes: list[Answer | Refusal | None] = [None] * len(items)
+    fresh: dict[Key, _New] = {}
+    repeats: list[tuple[int, Key]] = []  # a key used again later in this same batch
+    for index, (request, now) in enumerate(items):
+        key = (request.token, request.idempotency_key)
+        if key in stored:
+            outcomes[index] = _replay(stored[key], request)
+            continue
+        if key in fresh:
+            repeats.append((index, key))
+            continue
+        template_row = template_rows.get(request.template) if request.template is not None else None
+        if request.customer_id is not None:
+            customer = customers_by_id.get(request.customer_id)
+        else:
+            customer = customers_by_phone.get(request.phone)
+        decided = _decide(index, request, now, template_row, customer, settings)
+        if isinstance(decided, Refusal):
+            outcomes[index] = decided
+        else:
+            fresh[key] = decided
+
+    _write(conn, list(fresh.values()), outcomes)
+    for index, key in repeats:
+        first = fresh[key]
+        outcome = outcomes[first.index]
+        if isinstance(outcome, Answer):
+            outcomes[index] = _replay(_Stored(first.fingerprint, outcome.code, outcome.body), items[index][0])
+        else:  # the first lost a race to another transaction: answer what that one stored
+            outcomes[index] = outcome
+    assert all(outcome is not None for outcome in outcomes)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _decide(
+    index: int,
+    request: NotificationRequest,
+    now: dt.datetime,
+    template_row: Any,
+    customer: Any,
+    settings: Settings,
+) -> _New | Refusal:
     essential = False
-    template_row = None
     if request.template is not None:
-        template_row = conn.execute(_TEMPLATE, {"t_name": request.template}).first()
         if template_row is None:
             return Refusal("unknown-template", f"there is no template named {request.template!r}")
         problems = check_values(template_row.parameters.split(), request.parameters)
         if problems:
             return Refusal("invalid-parameters", problems[0].message, problems)
         essential = bool(template_row.essential)
-
-    if request.customer_id is not None:
-        customer = conn.execute(_CUSTOMER_BY_ID, {"c_ref": request.customer_id}).first()
-    else:
-        customer = conn.execute(_CUSTOMER_BY_PHONE, {"c_ref": request.phone}).first()
 
     body: dict[str, Any] = {
         "message_id": None,
@@ -173,10 +262,8 @@ def queue_notification(
         reason = "unknown_customer"
     elif not customer.sms_enabled and not essential:
         reason = "opted_out"
-
-    message_id: int | None = None
+    row: dict[str, Any] | None = None
     if reason is None:
-        assert customer is not None
         language = language_of(customer.language)
         if template_row is not None:
             source = template_row.text_ru if language == "ru" else template_row.text_en
@@ -199,43 +286,60 @@ def queue_notification(
                 "text-too-long",
                 f"the text takes {row['segments']} SMS segments; at most {MAX_SEGMENTS} are allowed",
             )
-        message_id = int(conn.execute(_OUTBOX_INSERT, row).scalar_one())
-        body.update(
-            message_id=message_id,
-            status="queued",
-            language=language,
-            encoding=row["encoding"],
-            segments=row["segments"],
-        )
+        body.update(status="queued", language=language, encoding=row["encoding"], segments=row["segments"])
     else:
         body.update(reason=reason, detail=SUPPRESSION_REASONS[reason])
-
-    code = 202 if message_id is not None else 200
-    inserted = _insert_ignoring_conflict(
-        conn,
-        {
-            "token": request.token,
-            "idempotency_key": request.idempotency_key,
-            "request_hash": request.fingerprint(),
-            "customer": customer.id if customer else None,
-            "template": request.template,
-            "message": message_id,
-            "status": body["status"],
-            "reason": reason,
-            "response_code": code,
-            "response": json.dumps(body, ensure_ascii=False),
-            "status_callback": request.status_callback if message_id is not None else None,
-            "callback_state": "pending" if message_id is not None and request.status_callback else None,
-            "callback_next_at": now if message_id is not None and request.status_callback else None,
-            "created_at": now,
-        },
+    return _New(
+        index, request, request.fingerprint(), now, customer.id if customer else None, body, reason, row
     )
-    if inserted is None:
-        # A concurrent request with the same key got there first: its answer stands, and the
-        # message made here (never committed) goes.
-        if message_id is not None:
-            conn.execute(_OUTBOX_DELETE, {"o_id": message_id})
-        earlier = _earlier(conn, request)
-        assert earlier is not None
-        return earlier
-    return Answer(code, body)
+
+
+def _write(conn: Connection, decided: list[_New], outcomes: list[Answer | Refusal | None]) -> None:
+    """Write the outbox rows, then the notifications that answer with their ids. A key another
+    transaction stored meanwhile (PostgreSQL waits for it on the unique constraint) loses: its
+    outbox row goes and the other transaction's answer stands."""
+    if not decided:
+        return
+    sending = [(new, new.outbox_row) for new in decided if new.outbox_row is not None]
+    if sending:
+        ids = conn.execute(_OUTBOX_INSERT, [row for _, row in sending]).scalars().all()
+        for (new, _), message_id in zip(sending, ids, strict=True):
+            new.body["message_id"] = int(message_id)
+    rows = []
+    for new in decided:
+        message_id = new.body["message_id"]
+        callback = new.request.status_callback if message_id is not None else None
+        rows.append(
+            {
+                "token": new.request.token,
+                "idempotency_key": new.request.idempotency_key,
+                "request_hash": new.fingerprint,
+                "customer": new.customer,
+                "template": new.request.template,
+                "message": message_id,
+                "status": new.body["status"],
+                "reason": new.reason,
+                "response_code": 202 if message_id is not None else 200,
+                "response": json.dumps(new.body, ensure_ascii=False),
+                "status_callback": callback,
+                "callback_state": "pending" if callback else None,
+                "callback_next_at": new.now if callback else None,
+                "created_at": new.now,
+            }
+        )
+    inserted = {
+        (row.token, row.idempotency_key)
+        for row in conn.execute(_NOTIFICATION_INSERT[conn.dialect.name], rows)
+    }
+    lost = [new for new in decided if (new.request.token, new.request.idempotency_key) not in inserted]
+    for new in decided:
+        if new not in lost:
+            outcomes[new.index] = Answer(202 if new.body["message_id"] is not None else 200, new.body)
+    if not lost:
+        return
+    made = [new.body["message_id"] for new in lost if new.body["message_id"] is not None]
+    if made:
+        conn.execute(_OUTBOX_DELETE, {"o_ids": made})
+    winners = _stored_answers(conn, {(new.request.token, new.request.idempotency_key) for new in lost})
+    for new in lost:
+        outcomes[new.index] = _replay(winners[(new.request.token, new.request.idempotency_key)], new.request)

@@ -128,7 +128,7 @@ class PortalPasswords:
         return Verdict("ok", verdict.customer_id, customer)
 
     async def _candidates(self, login: str) -> list[tuple[int, str, str | None, dt.datetime | None, bool]]:
-        async with self.db.engine.connect() as conn:
+        async with self.db.read() as conn:
             rows = await conn.execute(
                 select(
                     customers.c.id,
