@@ -232,3 +232,41 @@ async def test_bad_requests_get_a_4xx_that_names_the_field(api: Api) -> None:
     assert problem_of(not_json)["type"] == "/api/problems/invalid-json"
     assert unknown_field.status_code == 422
     assert problem_of(unknown_field)["errors"][0]["field"] == "body.colour"
+    wrong_type = await api.client.post(
+        "/api/v1/notifications",
+        content=b"customer_id=C-1",
+        headers=api.auth(token)
+        | {"Idempotency-Key": "k2", "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert wrong_type.status_code == 415
+    assert problem_of(wrong_type)["type"] == "/api/problems/unsupported-media-type"
+
+
+async def test_the_token_is_checked_before_the_body(api: Api) -> None:
+    """A caller without a valid token learns nothing about the body, not even that it is bad."""
+    reader = await api.token("messages:read")
+
+    anonymous = await api.client.post("/api/v1/notifications", json={"colour": "red"})
+    unscoped = await api.client.post(
+        "/api/v1/notifications", json={"colour": "red"}, headers=api.auth(reader) | {"Idempotency-Key": "k"}
+    )
+
+    assert anonymous.status_code == 401
+    assert problem_of(anonymous)["type"] == "/api/problems/unauthorized"
+    assert unscoped.status_code == 403
+    assert problem_of(unscoped)["type"] == "/api/problems/forbidden"
+
+
+async def test_the_openapi_document_describes_the_token_the_key_and_the_body(api: Api) -> None:
+    document = (await api.client.get("/api/openapi.json")).json()
+    operation = document["paths"]["/api/v1/notifications"]["post"]
+
+    assert operation["security"] == [{"HTTPBearer": []}]
+    assert "HTTPBearer" in document["components"]["securitySchemes"]
+    [key] = [p for p in operation["parameters"] if p["in"] == "header"]
+    assert (key["name"], key["required"]) == ("Idempotency-Key", True)
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert {"customer_id", "phone", "template", "parameters", "text", "status_callback"} <= set(
+        body["properties"]
+    )
+    assert body["additionalProperties"] is False

@@ -1,4 +1,5 @@
-"""Bearer-token authentication, scopes and the per-token rate limit, as FastAPI dependencies."""
+"""Bearer-token authentication, scopes and the per-token rate limit, as FastAPI dependencies (and
+as a plain call, for the hot path that skips dependency resolution)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,14 @@ bearer = HTTPBearer(auto_error=False, description="An API token made with `smsli
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-async def api_context(request: Request) -> ApiContext:
-    # async, like every dependency here: FastAPI runs a plain function in a worker thread.
+def context_of(request: Request) -> ApiContext:
     context: ApiContext = request.app.state.api
     return context
+
+
+async def api_context(request: Request) -> ApiContext:
+    # async, like every dependency here: FastAPI runs a plain function in a worker thread.
+    return context_of(request)
 
 
 Context = Annotated[ApiContext, Depends(api_context)]
@@ -46,28 +51,39 @@ async def _lookup(context: ApiContext, token: str) -> TokenInfo | None:
     return info
 
 
-def require(scope: str) -> Callable[[ApiContext, HTTPAuthorizationCredentials | None], Awaitable[TokenInfo]]:
+async def authorise(
+    request: Request, scope: str, credentials: HTTPAuthorizationCredentials | None
+) -> TokenInfo:
+    """The request's token, which must hold ``scope`` and be within its rate; else a problem."""
+    context = context_of(request)
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise ProblemError(
+            "unauthorized", "send an API token as `Authorization: Bearer <token>`", headers=_CHALLENGE
+        )
+    token = await _lookup(context, credentials.credentials)
+    if token is None:
+        raise ProblemError("unauthorized", "the API token is not valid or was revoked", headers=_CHALLENGE)
+    if scope not in token.scopes:
+        raise ProblemError("forbidden", f"the API token {token.name!r} lacks the scope {scope!r}")
+    wait = context.throttle_token(token)
+    if wait > 0:
+        raise ProblemError(
+            "rate-limited",
+            f"over the rate limit of the API token {token.name!r}",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    return token
+
+
+async def bearer_of(request: Request) -> HTTPAuthorizationCredentials | None:
+    """What the ``bearer`` dependency would give, without FastAPI's dependency resolution."""
+    return await bearer(request)
+
+
+def require(scope: str) -> Callable[[Request, HTTPAuthorizationCredentials | None], Awaitable[TokenInfo]]:
     """A dependency: the request's token, which must hold ``scope`` and be within its rate."""
 
-    async def authorised(context: Context, credentials: Credentials) -> TokenInfo:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise ProblemError(
-                "unauthorized", "send an API token as `Authorization: Bearer <token>`", headers=_CHALLENGE
-            )
-        token = await _lookup(context, credentials.credentials)
-        if token is None:
-            raise ProblemError(
-                "unauthorized", "the API token is not valid or was revoked", headers=_CHALLENGE
-            )
-        if scope not in token.scopes:
-            raise ProblemError("forbidden", f"the API token {token.name!r} lacks the scope {scope!r}")
-        wait = context.throttle_token(token)
-        if wait > 0:
-            raise ProblemError(
-                "rate-limited",
-                f"over the rate limit of the API token {token.name!r}",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
-            )
-        return token
+    async def authorised(request: Request, credentials: Credentials) -> TokenInfo:
+        return await authorise(request, scope, credentials)
 
     return authorised

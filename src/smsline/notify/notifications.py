@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from sqlalchemy import bindparam, delete, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from smsline.config import Settings
@@ -112,11 +112,16 @@ _CUSTOMERS_BY_PHONE = select(*_CUSTOMER_COLUMNS).where(
 )
 _OUTBOX_INSERT = insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True)
 _OUTBOX_DELETE = delete(outbox).where(outbox.c.id.in_(bindparam("o_ids", expanding=True)))
+_RETURNING_KEYS = (notifications.c.token, notifications.c.idempotency_key)
+# On PostgreSQL a concurrent transaction may store the same key between our look-up and our
+# insert: the insert skips it (ON CONFLICT waits for that transaction, then does nothing). On
+# SQLite the transaction holds the write lock from its BEGIN IMMEDIATE, so the look-up cannot be
+# raced and a plain insert does; unlike the dialect's ON CONFLICT form, it is compiled only once.
 _NOTIFICATION_INSERT = {
-    name: dialect.insert(notifications)
+    "postgresql": postgresql.insert(notifications)
     .on_conflict_do_nothing(index_elements=[notifications.c.token, notifications.c.idempotency_key])
-    .returning(notifications.c.token, notifications.c.idempotency_key)
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+    .returning(*_RETURNING_KEYS),
+    "sqlite": insert(notifications).returning(*_RETURNING_KEYS),
 }
 
 Key = tuple[int, str]  # (token, idempotency key)
