@@ -14,6 +14,7 @@ from smsline.domain.receipts import (
     IdBase,
     MessageStatus,
     ReceiptText,
+    _parse_any_layout,
     canonical_message_id,
     merge_part_statuses,
     parse_receipt_text,
@@ -251,3 +252,22 @@ def test_multipart_status_ignores_part_order(statuses: list[MessageStatus], shuf
     merged = merge_part_statuses(statuses)
     assert merge_part_statuses(shuffled) == merged
     assert (merged == "delivered") == all(status == "delivered" for status in statuses)
+
+
+printable_but_colon = st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters=":")
+values = st.text(printable_but_colon, min_size=1, max_size=12)
+
+
+@given(st.lists(values, min_size=7, max_size=7), st.text(max_size=40), st.booleans())
+def test_the_standard_layout_reads_as_the_general_reading_does(
+    fields: list[str], content: str, with_text: bool
+) -> None:
+    """Receipts in the exact Appendix B layout take a one-match shortcut; whatever the values,
+    they must read exactly as the field-by-field reading of any layout reads them."""
+    message_id, sub, dlvrd, submit_date, done_date, stat, err = fields
+    text = (
+        f"id:{message_id} sub:{sub} dlvrd:{dlvrd} submit date:{submit_date} done date:{done_date} "
+        f"stat:{stat} err:{err}" + (f" text:{content}" if with_text else "")
+    )
+    assert parse_receipt_text(text) == _parse_any_layout(text)
+    assert parse_receipt_text(text).message_id == message_id

@@ -66,10 +66,7 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
                 raise ValueError("naive datetime given to a UTC column")
             if value.utcoffset():
                 value = value.astimezone(dt.UTC)
-            return (
-                f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
-                f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
-            )
+            return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
 
         return to_text
 

@@ -37,6 +37,15 @@ _FIELD: Final = re.compile(
 )
 
 
+# The exact Appendix B layout, which nearly every SMSC sends: read with one match. Values hold
+# no colon, so no field can hide inside one and the general reading would find the same.
+_STANDARD: Final = re.compile(
+    r"id:([^\s:]+) sub:([^\s:]+) dlvrd:([^\s:]+) submit date:([^\s:]+) done date:([^\s:]+)"
+    r" stat:([^\s:]+) err:([^\s:]+)(?: text:.*)?",
+    re.DOTALL,
+)
+
+
 def parse_receipt_text(text: str) -> ReceiptText:
     """Read a receipt in the SMPP 3.4 Appendix B form.
 
@@ -45,10 +54,20 @@ def parse_receipt_text(text: str) -> ReceiptText:
     ``submit_date``/``done_date`` spelt with an underscore. Everything from ``text:`` on
     is left out.
     """
+    standard = _STANDARD.fullmatch(text)
+    if standard is not None:
+        message_id, sub, dlvrd, submit_date, done_date, stat, err = standard.groups()
+        return ReceiptText(message_id, stat.upper(), err, submit_date, done_date, dlvrd, sub)
+    return _parse_any_layout(text)
+
+
+def _parse_any_layout(text: str) -> ReceiptText:
     values: dict[str, str | None] = {}
     found = list(_FIELD.finditer(text))
     for index, field in enumerate(found):
-        name = re.sub(r"[ _]+", "_", field.group(1).lower())
+        name = field.group(1).lower()
+        if name.startswith(("submit", "done")):
+            name = name[: name.index("date") - 1].rstrip(" _") + "_date"
         if name == "text":
             break
         end = found[index + 1].start() if index + 1 < len(found) else len(text)

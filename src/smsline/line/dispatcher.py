@@ -490,7 +490,7 @@ class Dispatcher:
                 ids.append(pdus.str_param(response, "message_id"))
                 continue
             rule = rule_for(status)
-            metrics.submits.labels(smsc=connector.name, outcome=rule.action).inc()
+            metrics.count(metrics.submits, connector.name, rule.action).inc()
             error = f"{rule.name}: {rule.reason}"
             if rule.action == "throttle":
                 self._throttled(connector.name)
@@ -498,7 +498,7 @@ class Dispatcher:
             if rule.action == "fail":
                 return Outcome(item, "rejected", smsc=connector.name, error=error)
             return Outcome(item, "retry", smsc=connector.name, error=error)
-        metrics.submits.labels(smsc=connector.name, outcome="ok").inc()
+        metrics.count(metrics.submits, connector.name, "ok").inc()
         self._throttle_pause[connector.name] = 0.0
         return Outcome(item, "submitted", smsc=connector.name, message_ids=ids)
 
@@ -625,7 +625,7 @@ class Dispatcher:
             )
         final = [o for o in batch if o.status in ("rejected", "failed")]
         for o in final:
-            metrics.messages_final.labels(status=o.status).inc()
+            metrics.count(metrics.messages_final, o.status).inc()
             conn.execute(
                 update(outbox)
                 .where(outbox.c.id == o.item.id)

@@ -487,7 +487,7 @@ class InboundWriter:
         part_updates: list[dict[str, Any]] = []
         for d in decisions:
             d.inbound_id = id_of[d.mo.dedupe_key]
-            metrics.inbound_messages.labels(status=d.status).inc()
+            metrics.count(metrics.inbound_messages, d.status).inc()
             part_updates.extend(
                 {"b_key": key, "b_seq": seq, "b_inbound": d.inbound_id} for key, seq in d.part_keys
             )

@@ -178,7 +178,7 @@ def record_receipts(
             log.debug("receipt for a message id not (yet) known: %r from %s", r.message_id, r.smsc)
         elif r.status is not None:
             changes.append((match[0], match[1], r.status, match[2]))
-        metrics.receipts.labels(status=r.status or "unknown").inc()
+        metrics.count(metrics.receipts, r.status or "unknown").inc()
         rows_out.append(
             {
                 "received_at": now,
@@ -250,7 +250,7 @@ def apply_segment_statuses(conn: Connection, changes: list[SegmentChange], now: 
     if finished:
         conn.execute(_MESSAGE_DONE, [{"b_id": m, "b_status": st, "b_now": now} for m, st in finished.items()])
         for status in finished.values():
-            metrics.messages_final.labels(status=status).inc()
+            metrics.count(metrics.messages_final, status).inc()
 
 
 def _settled_multipart(conn: Connection, message_ids: set[int]) -> dict[int, str]:
