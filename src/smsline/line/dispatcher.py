@@ -36,6 +36,7 @@ from sqlalchemy.sql.dml import Update
 
 from smsline import metrics
 from smsline.config import Settings
+from smsline.db.bulk import Bulk
 from smsline.db.engine import Database
 from smsline.db.schema import outbox, outbox_segments, requests
 from smsline.domain.command_status import rule_for
@@ -80,7 +81,7 @@ CLAIMED_COLUMNS = (
 
 # The hot statements, built once (building and keying a statement per call costs more than
 # running it).
-_SUBMITTED = (
+_SUBMITTED = Bulk(
     update(outbox)
     .where(outbox.c.id == bindparam("b_id"))
     .values(
@@ -93,7 +94,7 @@ _SUBMITTED = (
         error=None,
     )
 )
-_INSERT_SEGMENTS = insert(outbox_segments)
+_INSERT_SEGMENTS = Bulk(insert(outbox_segments))
 _ACKNOWLEDGED = (
     update(requests)
     .where(requests.c.id.in_(bindparam("ids", expanding=True)), requests.c.status == "received")
@@ -577,7 +578,7 @@ class Dispatcher:
         bases = {c.name: c.settings.id_base for c in self.connectors}
         submitted = [o for o in batch if o.status == "submitted"]
         if submitted:
-            conn.execute(_SUBMITTED, [{"b_id": o.item.id, "b_at": o.at, "b_smsc": o.smsc} for o in submitted])
+            _SUBMITTED.execute(conn, [{"b_id": o.item.id, "b_at": o.at, "b_smsc": o.smsc} for o in submitted])
             segment_rows = [
                 {
                     "message": o.item.id,
@@ -592,7 +593,7 @@ class Dispatcher:
                 for o in submitted
                 for seq, mid in enumerate(o.message_ids, start=1)
             ]
-            conn.execute(_INSERT_SEGMENTS, segment_rows)
+            _INSERT_SEGMENTS.execute(conn, segment_rows)
             acks = [o.item.request for o in submitted if o.item.kind == Kind.ACK and o.item.request]
             if acks and self.answer_requests is not None:
                 answers = self.answer_requests(conn, acks, now)  # acknowledged and answered

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from smsline import metrics
 from smsline.config import IdBase, Settings
+from smsline.db.bulk import Bulk
 from smsline.db.schema import outbox, outbox_segments, receipts
 from smsline.domain.receipts import (
     FINAL_STATUSES,
@@ -102,7 +103,7 @@ _SEGMENTS = (
         outbox_segments.c.smsc_message_id.in_(bindparam("ids", expanding=True)),
     )
 )
-_INSERT = insert(receipts)
+_INSERT = Bulk(insert(receipts))
 _WAITING = (
     select(
         receipts.c.id, receipts.c.status, outbox_segments.c.message, outbox_segments.c.seq, outbox.c.segments
@@ -118,17 +119,17 @@ _WAITING = (
     .where(receipts.c.message.is_(None), receipts.c.received_at >= bindparam("since"))
 )
 _WAITING_FOR = _WAITING.where(receipts.c.smsc_message_id.in_(bindparam("ids", expanding=True)))
-_MATCHED = (
+_MATCHED = Bulk(
     update(receipts)
     .where(receipts.c.id == bindparam("b_id"))
     .values(message=bindparam("b_message"), seq=bindparam("b_seq"))
 )
-_SEGMENT_DONE = (
+_SEGMENT_DONE = Bulk(
     update(outbox_segments)
     .where(outbox_segments.c.message == bindparam("b_message"), outbox_segments.c.seq == bindparam("b_seq"))
     .values(status=bindparam("b_status"), done_at=bindparam("b_now"))
 )
-_MESSAGE_DONE = (
+_MESSAGE_DONE = Bulk(
     update(outbox)
     .where(outbox.c.id == bindparam("b_id"), outbox.c.status == "submitted")
     .values(status=bindparam("b_status"), done_at=bindparam("b_now"))
@@ -194,7 +195,7 @@ def record_receipts(
                 "dedupe_key": r.dedupe_key,
             }
         )
-    conn.execute(_INSERT, rows_out)
+    _INSERT.execute(conn, rows_out)
     apply_segment_statuses(conn, changes, now)
 
 
@@ -221,8 +222,8 @@ def match_waiting_receipts(
         found = conn.execute(_WAITING_FOR, {"since": since, "ids": list(smsc_ids)}).all()
     if not found:
         return
-    conn.execute(
-        _MATCHED, [{"b_id": rid, "b_message": message, "b_seq": seq} for rid, _, message, seq, _ in found]
+    _MATCHED.execute(
+        conn, [{"b_id": rid, "b_message": message, "b_seq": seq} for rid, _, message, seq, _ in found]
     )
     apply_segment_statuses(
         conn,
@@ -240,15 +241,15 @@ def apply_segment_statuses(conn: Connection, changes: list[SegmentChange], now: 
     final = [c for c in changes if c[2] != "submitted"]
     if not final:
         return
-    conn.execute(
-        _SEGMENT_DONE, [{"b_message": m, "b_seq": q, "b_status": st, "b_now": now} for m, q, st, _ in final]
+    _SEGMENT_DONE.execute(
+        conn, [{"b_message": m, "b_seq": q, "b_status": st, "b_now": now} for m, q, st, _ in final]
     )
     finished = {m: st for m, _, st, total in final if total == 1}
     multipart = {m for m, _, _, total in final if total > 1}
     if multipart:
         finished.update(_settled_multipart(conn, multipart))
     if finished:
-        conn.execute(_MESSAGE_DONE, [{"b_id": m, "b_status": st, "b_now": now} for m, st in finished.items()])
+        _MESSAGE_DONE.execute(conn, [{"b_id": m, "b_status": st, "b_now": now} for m, st in finished.items()])
         for status in finished.values():
             metrics.count(metrics.messages_final, status).inc()
 
