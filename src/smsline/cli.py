@@ -77,11 +77,12 @@ def simulator(
     ] = None,
 ) -> None:
     """Run the SMSC simulator on its own."""
+    from smsline import eventloop
     from smsline.config import load_settings
     from smsline.smpp.simulator import run_standalone
 
     settings = load_settings()
-    asyncio.run(
+    eventloop.run(
         run_standalone(
             host=settings.simulator_host,
             port=port if port is not None else settings.simulator_port,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import heapq
 import itertools
 import logging
@@ -1078,6 +1079,8 @@ async def run_standalone(
         log.setLevel(logging.INFO)
     simulator = Simulator(system_id=system_id, password=password, receipt_delay=receipt_delay, keep=keep)
     smpp_port = await simulator.start(host, port)
+    gc.collect()
+    gc.freeze()  # what starting made lives as long as the process: no full collection walks it
     try:
         sock = _listening_socket(host, http_port)
     except OSError:
