@@ -378,32 +378,40 @@ class Dispatcher:
             self._wake_send.clear()
             if self._stopping:
                 return
-            while self._ready:
-                if len(self._recording) >= self._record_cap:
-                    break  # bounds what a crash could leave sent but not recorded
-                now = time.monotonic()
-                connector = self._pick_connector(now)
-                if connector is None:
-                    # Judged with the same `now` as the pick: a pause that ends in between must
-                    # still get its wake-up.
-                    paused = [t for t in self._paused_until.values() if t > now]
-                    if paused:
-                        asyncio.get_running_loop().call_later(min(paused) - now, self._wake_send.set)
-                    break
-                item = heapq.heappop(self._ready)
-                if item.campaign is not None and item.campaign in self._halted:
-                    self._release_later([item])
-                    continue
-                if item.kind in self.prepare and item.clear_text is None:
-                    self._start_preparing(item)
-                    continue
-                self._busy[connector.name] += 1
-                task = asyncio.get_running_loop().create_task(self._send(item, connector))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            metrics.queue_depth.set(len(self._ready))
-            if self._more_queued and len(self._ready) < self._capacity() // 2:
-                self._wake_fill.set()
+            self._fill_windows()
+
+    def _fill_windows(self) -> None:
+        """Start a submit for each free window slot while there are messages ready. Called by
+        the send loop and, without waiting for it, by a submit whose answer just freed a slot:
+        every event-loop turn between an answer and the next submit idles a slot."""
+        if self._stopping:
+            return
+        while self._ready:
+            if len(self._recording) >= self._record_cap:
+                break  # bounds what a crash could leave sent but not recorded
+            now = time.monotonic()
+            connector = self._pick_connector(now)
+            if connector is None:
+                # Judged with the same `now` as the pick: a pause that ends in between must
+                # still get its wake-up.
+                paused = [t for t in self._paused_until.values() if t > now]
+                if paused:
+                    asyncio.get_running_loop().call_later(min(paused) - now, self._wake_send.set)
+                break
+            item = heapq.heappop(self._ready)
+            if item.campaign is not None and item.campaign in self._halted:
+                self._release_later([item])
+                continue
+            if item.kind in self.prepare and item.clear_text is None:
+                self._start_preparing(item)
+                continue
+            self._busy[connector.name] += 1
+            task = asyncio.get_running_loop().create_task(self._send(item, connector))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        metrics.queue_depth.set(len(self._ready))
+        if self._more_queued and len(self._ready) < self._capacity() // 2:
+            self._wake_fill.set()
 
     def _start_preparing(self, item: OutboxItem) -> None:
         """Make the text of a message that needs it (a credential SMS) without holding a window
@@ -438,7 +446,7 @@ class Dispatcher:
             outcome = Outcome(item, "retry", error=f"internal error: {exc.__class__.__name__}")
         finally:
             self._busy[connector.name] -= 1
-            self._wake_send.set()
+            self._fill_windows()
         if outcome.status == "throttled":
             if not self._too_old(item):
                 self._requeue_in_memory(item)
