@@ -22,6 +22,7 @@ from pathlib import Path
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
+from bench.link import DEFAULT_POSTGRES
 from bench.processes import run_measured
 from bench.report import facts, filesystem_of, heading, rate, source_revision, table
 from bench.requests_by_sms import ROOT, SMSLINE, SuiteResult
@@ -110,11 +111,12 @@ def _run_measured(argv: list[str], env: dict[str, str], log: Path) -> tuple[int,
         return run_measured(argv, env, 3600, stdout=out, stderr=out)
 
 
-def _postgres_server() -> str | None:
+def _postgres_server() -> str:
+    """The server the other suites use too: the first of POSTGRES_ENVS set, else the local one."""
     for name in POSTGRES_ENVS:
         if os.environ.get(name):
             return os.environ[name]
-    return None
+    return DEFAULT_POSTGRES
 
 
 async def _postgres_admin(server: str, *statements: str) -> None:
@@ -169,13 +171,14 @@ async def run(*, quick: bool, only: frozenset[str]) -> SuiteResult:
         for backend, target in backends:
             if only and f"{NAME}-{backend}" not in only:
                 continue
-            if target is None:
-                print(f"  postgresql: skipped ({' or '.join(POSTGRES_ENVS)} is not set)", flush=True)
-                continue
             url = target
             if backend == "postgresql":
-                await _postgres_admin(target, f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)',
-                                      f'CREATE DATABASE "{BENCH_DATABASE}"')
+                try:
+                    await _postgres_admin(target, f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)',
+                                          f'CREATE DATABASE "{BENCH_DATABASE}"')
+                except (OSError, ConnectionError) as exc:
+                    print(f"  postgresql: not reachable at {target} ({exc}); skipped", flush=True)
+                    continue
                 url = make_url(target).set(database=BENCH_DATABASE).render_as_string(hide_password=False)
             try:
                 elapsed, peak, stored = await import_into(backend, url, csv_path, workdir)
