@@ -75,11 +75,6 @@ async def authorise(
     return token
 
 
-async def bearer_of(request: Request) -> HTTPAuthorizationCredentials | None:
-    """What the ``bearer`` dependency would give, without FastAPI's dependency resolution."""
-    return await bearer(request)
-
-
 def require(scope: str) -> Callable[[Request, HTTPAuthorizationCredentials | None], Awaitable[TokenInfo]]:
     """A dependency: the request's token, which must hold ``scope`` and be within its rate."""
 

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator, model_validator
 
-from smsline.api.auth import authorise, bearer_of, context_of
+from smsline.api.auth import authorise, bearer, context_of
 from smsline.api.problems import FieldError, ProblemError, responses
 from smsline.domain.msisdn import InvalidMsisdn, normalise_msisdn
 from smsline.domain.segments import count_segments
@@ -165,7 +165,7 @@ def _body_of(raw: bytes, content_type: str | None) -> NotificationIn:
 )
 async def send_notification(request: Request) -> JSONResponse:
     """Who to text and what (see the body's schema), under an ``Idempotency-Key``."""
-    token = await authorise(request, "notifications:send", await bearer_of(request))
+    token = await authorise(request, "notifications:send", await bearer(request))
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is None:
         raise ProblemError(

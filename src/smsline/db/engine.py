@@ -14,7 +14,6 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -138,31 +137,30 @@ class DatabaseClosed(RuntimeError):
 
 @dataclass(slots=True)
 class _Piece:
-    """One unit of a group commit: plain work with one future, or batched work with its items."""
+    """One unit of a group commit: plain work with one future, or batched work with its items
+    (one future each)."""
 
-    run: Callable[[Connection], Any]
+    work: Callable[..., Any]
     futures: list[asyncio.Future[Any]]
-    batched: bool
-    work: BatchWork[Any, Any] | None = None
-    items: list[Any] | None = None
+    items: list[Any] | None = None  # None: plain work
 
-    def one_by_one(self) -> list[_Piece]:
-        """A batched piece split into pieces of one item each, so that an item that makes its
-        transaction fail fails alone."""
-        work, items = self.work, self.items
-        assert work is not None
-        assert items is not None
-        return [
-            _batch_piece(work, [item], [future]) for item, future in zip(items, self.futures, strict=True)
-        ]
+    @property
+    def batched(self) -> bool:
+        return self.items is not None
 
     @property
     def splittable(self) -> bool:
         return self.batched and len(self.futures) > 1
 
+    def run(self, conn: Connection) -> Any:
+        return self.work(conn) if self.items is None else self.work(conn, self.items)
 
-def _batch_piece(work: BatchWork[Any, Any], items: list[Any], futures: list[asyncio.Future[Any]]) -> _Piece:
-    return _Piece(partial(_batched_call, work, items=items), futures, True, work, items)
+    def one_by_one(self) -> list[_Piece]:
+        """A batched piece split into pieces of one item each, so that an item that makes its
+        transaction fail fails alone."""
+        assert self.items is not None
+        pairs = zip(self.items, self.futures, strict=True)
+        return [_Piece(self.work, [future], [item]) for item, future in pairs]
 
 
 class Database:
@@ -258,7 +256,7 @@ class Database:
     async def _run_batches(self, work: BatchWork[Any, Any]) -> None:
         try:
             while pending := self._batched.pop(work, None):
-                batch = _batch_piece(work, [item for item, _ in pending], [future for _, future in pending])
+                batch = _Piece(work, [future for _, future in pending], [item for item, _ in pending])
                 try:
                     _settle([batch], [(True, await self.run(batch.run))])
                 except Exception as exc:
@@ -288,9 +286,9 @@ class Database:
                 self._work_ready.wait()
             plain, self._plain = self._plain, []
             batched, self._batched = self._batched, {}
-        pieces = [_Piece(work, [future], False) for work, future in plain]
+        pieces = [_Piece(work, [future]) for work, future in plain]
         for work, entries in batched.items():
-            pieces.append(_batch_piece(work, [item for item, _ in entries], [f for _, f in entries]))
+            pieces.append(_Piece(work, [f for _, f in entries], [item for item, _ in entries]))
         return pieces
 
     def _serve(self) -> None:
@@ -352,10 +350,6 @@ class Database:
         if self._tasks:
             await asyncio.wait(self._tasks)
         await self.engine.dispose()
-
-
-def _batched_call(work: Callable[..., list[Any]], conn: Connection, *, items: list[Any]) -> list[Any]:
-    return work(conn, items)
 
 
 def _settle(pieces: list[_Piece], outcomes: list[tuple[bool, Any]]) -> None:

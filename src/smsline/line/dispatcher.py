@@ -526,7 +526,7 @@ class Dispatcher:
         pause = min(s.throttle_pause_max, max(s.throttle_pause, self._throttle_pause[name] * 2))
         self._throttle_pause[name] = pause
         self._paused_until[name] = now + pause
-        metrics.throttled.labels(smsc=name).inc()
+        metrics.count(metrics.throttled, name).inc()
         log.info("%s throttles: pausing that bind for %.2f s", name, pause)
 
     # -- recording ------------------------------------------------------------------------------

@@ -285,7 +285,7 @@ class InboundWriter:
                 conn.execute(
                     update(inbound_parts).where(inbound_parts.c.group_key == key).values(inbound=inbound_id)
                 )
-                metrics.inbound_messages.labels(status="ignored").inc()
+                metrics.count(metrics.inbound_messages, "ignored").inc()
             return len(groups)
 
         return await self.db.run(close)

@@ -185,7 +185,7 @@ class RequestProcessor:
                     claimed_until=now + dt.timedelta(seconds=CLAIM_SECONDS),
                 )
             )
-            metrics.requests_processed.labels(command=command.value).inc()
+            metrics.count(metrics.requests_processed, command.value).inc()
         if consent:
             self._record_consent(conn, consent, now)
         returned = conn.execute(_INSERT_ANSWERS, rows)

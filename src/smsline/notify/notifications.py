@@ -171,9 +171,16 @@ class _New:
     fingerprint: str
     now: dt.datetime
     customer: int | None
-    body: dict[str, Any]
-    reason: str | None
+    body: dict[str, Any]  # the answer; its message_id is filled in when the SMS is queued
     outbox_row: dict[str, Any] | None
+
+    @property
+    def key(self) -> Key:
+        return (self.request.token, self.request.idempotency_key)
+
+    @property
+    def code(self) -> int:
+        return 202 if self.body["message_id"] is not None else 200
 
 
 def queue_notifications(
@@ -295,7 +302,7 @@ def _decide(
     else:
         body.update(reason=reason, detail=SUPPRESSION_REASONS[reason])
     return _New(
-        index, request, request.fingerprint(), now, customer.id if customer else None, body, reason, row
+        index, request, request.fingerprint(), now, customer.id if customer else None, body, row
     )
 
 
@@ -323,8 +330,8 @@ def _write(conn: Connection, decided: list[_New], outcomes: list[Answer | Refusa
                 "template": new.request.template,
                 "message": message_id,
                 "status": new.body["status"],
-                "reason": new.reason,
-                "response_code": 202 if message_id is not None else 200,
+                "reason": new.body["reason"],
+                "response_code": new.code,
                 "response": json.dumps(new.body, ensure_ascii=False),
                 "status_callback": callback,
                 "callback_state": "pending" if callback else None,
@@ -336,15 +343,17 @@ def _write(conn: Connection, decided: list[_New], outcomes: list[Answer | Refusa
         (row.token, row.idempotency_key)
         for row in conn.execute(_NOTIFICATION_INSERT[conn.dialect.name], rows)
     }
-    lost = [new for new in decided if (new.request.token, new.request.idempotency_key) not in inserted]
+    lost: list[_New] = []
     for new in decided:
-        if new not in lost:
-            outcomes[new.index] = Answer(202 if new.body["message_id"] is not None else 200, new.body)
+        if new.key in inserted:
+            outcomes[new.index] = Answer(new.code, new.body)
+        else:
+            lost.append(new)
     if not lost:
         return
     made = [new.body["message_id"] for new in lost if new.body["message_id"] is not None]
     if made:
         conn.execute(_OUTBOX_DELETE, {"o_ids": made})
-    winners = _stored_answers(conn, {(new.request.token, new.request.idempotency_key) for new in lost})
+    winners = _stored_answers(conn, {new.key for new in lost})
     for new in lost:
-        outcomes[new.index] = _replay(winners[(new.request.token, new.request.idempotency_key)], new.request)
+        outcomes[new.index] = _replay(winners[new.key], new.request)
