@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import sqlite3
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +25,14 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+log = logging.getLogger("smsline.db")
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+CHECKPOINT_EVERY = 0.2  # seconds between the service's background WAL checkpoints on SQLite
+# The database thread's own commits checkpoint only past this many WAL pages (64 MiB), which
+# happens only if the background checkpoints never complete (a reader holding an old snapshot, a
+# writer that never pauses): it bounds the WAL.
+WRITER_CHECKPOINT_PAGES = 16_384
 READ_ONLY = "smsline_read_only"  # execution option of the connections `Database.read` gives
 
 
@@ -52,9 +61,11 @@ def _prepare_sqlite_file(url: URL) -> None:
 
 
 def create_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> AsyncEngine:
-    """An async engine for ``url``; SQLite gets WAL, a busy timeout and immediate transactions."""
+    """An async engine for ``url``; SQLite gets WAL, a busy timeout and immediate transactions.
+    Every engine hides statement parameters from its errors and logs: they hold customers'
+    phones and texts, and an error message ends up in logs and API problem details."""
     target = async_url(url)
-    kwargs: dict[str, Any] = {"echo": echo}
+    kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     if target.get_backend_name() == "sqlite":
         _prepare_sqlite_file(target)
         kwargs["pool_size"] = pool_size
@@ -74,12 +85,12 @@ def create_oneshot_engine(url: str) -> AsyncEngine:
     target = async_url(url)
     if target.get_backend_name() == "sqlite":
         _prepare_sqlite_file(target)
-        engine = create_async_engine(target, poolclass=NullPool)
+        engine = create_async_engine(target, poolclass=NullPool, hide_parameters=True)
         _configure_sqlite(engine.sync_engine)
         return engine
     # No POSTGRES_CONNECT_ARGS here: a command's own temporary tables (the import's) are never
     # analysed, and planned for each array of keys without statistics they would be scanned whole.
-    return create_async_engine(target, poolclass=NullPool)
+    return create_async_engine(target, poolclass=NullPool, hide_parameters=True)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -173,13 +184,14 @@ class Database:
     On SQLite the work runs on the database's own thread, whole — one hand-off per transaction
     instead of one per statement — and the thread takes everything that queued up while its last
     transaction ran and commits it together in the next one (group commit: one BEGIN and one
-    fsync for all of it), without waiting for the event loop in between. If such a shared
+    fsync for all of it), without waiting for the event loop in between. WAL checkpoints run on a
+    thread of their own (`_Checkpoints`), never in one of these commits. If such a shared
     transaction fails, each piece runs again alone, so one failing piece never takes the others
     down. On PostgreSQL each piece runs in its own transaction through asyncpg on the event loop
     (``run_sync``), batches of one work at most two at a time. ``engine`` is the async engine for
     everything else (reads, tests, the CLI)."""
 
-    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5, checkpoint_every: float = CHECKPOINT_EVERY) -> None:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
@@ -192,13 +204,21 @@ class Database:
         self._closed = False
         self._runners: dict[Callable[..., Any], int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._checkpoints: _Checkpoints | None = None
         if self.dialect == "sqlite":
             target = make_url(url).set(drivername="sqlite+pysqlite")
             _prepare_sqlite_file(target)
             self._sync = sqlalchemy.create_engine(
-                target, pool_size=1, max_overflow=0, connect_args={"check_same_thread": False}
+                target,
+                pool_size=1,
+                max_overflow=0,
+                connect_args={"check_same_thread": False},
+                hide_parameters=True,
             )
             _configure_sqlite(self._sync)
+            if target.database and target.database != ":memory:":
+                event.listen(self._sync, "connect", _checkpoints_left_to_the_background)
+                self._checkpoints = _Checkpoints(target.database, checkpoint_every)
 
     @property
     def is_postgres(self) -> bool:
@@ -277,6 +297,8 @@ class Database:
         if self._thread is None:
             self._thread = threading.Thread(target=self._serve, name="sqlite", daemon=True)
             self._thread.start()
+            if self._checkpoints is not None:
+                self._checkpoints.start()
 
     def _take(self) -> list[_Piece] | None:
         with self._work_ready:
@@ -297,6 +319,8 @@ class Database:
                 pieces, outcomes = self._commit_together(pieces)
             except BaseException as exc:  # not the work's fault: the engine itself is broken
                 outcomes = [(False, exc)] * len(pieces)
+            if self._checkpoints is not None:
+                self._checkpoints.due = True
             by_loop: dict[asyncio.AbstractEventLoop, list[int]] = {}
             for index, piece in enumerate(pieces):
                 by_loop.setdefault(piece.futures[0].get_loop(), []).append(index)
@@ -345,11 +369,60 @@ class Database:
             self._work_ready.notify()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
+        if self._checkpoints is not None:
+            await asyncio.to_thread(self._checkpoints.stop)
         if self._sync is not None:
             self._sync.dispose()
         if self._tasks:
             await asyncio.wait(self._tasks)
         await self.engine.dispose()
+
+
+def _checkpoints_left_to_the_background(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
+
+
+class _Checkpoints:
+    """WAL checkpoints of the service's SQLite database, on a thread of their own.
+
+    By default SQLite checkpoints in the commit that takes the WAL past 1,000 pages: that commit
+    copies the pages into the database file and syncs it while every transaction queued behind
+    it waits. Here the database thread's commits leave that to this thread, which runs a PASSIVE
+    checkpoint (it waits for no reader and no writer) every ``every`` seconds after a write,
+    outside Python's GIL. When one completes (the writer paused long enough), the next
+    transaction starts the WAL over; should none complete, the writer's own checkpoint at
+    `WRITER_CHECKPOINT_PAGES` bounds the WAL. Durability is SQLite's as before: each commit is
+    synced to the WAL (``synchronous=FULL``), and the WAL is synced before it is copied."""
+
+    def __init__(self, path: str, every: float) -> None:
+        self.path = path
+        self.every = every
+        self.due = False  # set by the database thread after a commit
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoints", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            while not self._stopping.wait(self.every):
+                if not self.due:
+                    continue
+                self.due = False
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    log.warning("WAL checkpoint failed (%s); trying again in %.1f s", exc, self.every)
+        finally:
+            conn.close()
 
 
 def _settle(pieces: list[_Piece], outcomes: list[tuple[bool, Any]]) -> None:
