@@ -26,6 +26,7 @@ from smsline.campaigns.service import utcnow
 from smsline.config import Settings, SmscSettings
 from smsline.db.engine import Database
 from smsline.db.migrate import DatabaseNotMigrated, check_migrated
+from smsline.db.vacuum import Vacuum
 from smsline.line.credentials import CredentialIssuer
 from smsline.line.dispatcher import Dispatcher
 from smsline.line.inbound import InboundWriter
@@ -125,12 +126,15 @@ class Service:
             self.db, s, on_queued=self.dispatcher.wake, on_campaigns_changed=self.campaigns.wake,
             campaign_clock=self.clock,
         )
+        self.vacuum = Vacuum(self.db.engine) if self.db.is_postgres else None
         await self.dispatcher.recover()
         self._spawn(self.inbound.run(), "inbound")
         self._spawn(self.dispatcher.run(), "dispatcher")
         self._spawn(self.processor.run(), "requests")
         self._spawn(self.callbacks.run(), "callbacks")
         self._spawn(self.campaigns.run(), "campaigns")
+        if self.vacuum is not None:
+            self._spawn(self.vacuum.run(), "vacuum")
         for c in self.connectors:
             c.start()
         if self.http:
@@ -166,6 +170,8 @@ class Service:
         self.processor.stop()
         self.inbound.stop()
         self.callbacks.stop()
+        if self.vacuum is not None:
+            self.vacuum.stop()
         for server in self._servers:
             server.should_exit = True
         _, stuck = await asyncio.wait(self._tasks, timeout=10)
