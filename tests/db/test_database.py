@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
-from collections.abc import Callable
-from functools import partial
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from sqlalchemy.engine import Connection
 
 from smsline.db.engine import WRITER_CHECKPOINT_PAGES, Database, DatabaseClosed
 from smsline.db.schema import customers
+from tests.line.conftest import eventually
 
 
 def add(customer_id: str, phone: str) -> Callable[[Connection], int]:
@@ -207,15 +207,11 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def _larger_than(path: Path, size: int) -> bool:
-    return _size(path) > size
+def _larger_than(path: Path, size: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return _size(path) > size
 
-
-async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
+    return check
 
 
 async def test_sqlite_commits_are_checkpointed_in_the_background(tmp_path: Path) -> None:
@@ -227,7 +223,7 @@ async def test_sqlite_commits_are_checkpointed_in_the_background(tmp_path: Path)
     try:
         for round_ in range(1, 11):
             await db.run(_fill(300))  # ~1.2 MB: below the 1,000 pages at which a commit would checkpoint
-            await _until(partial(_larger_than, path, round_ * 1_200_000))  # in the database file
+            await eventually(_larger_than(path, round_ * 1_200_000))  # in the database file
         assert _size(Path(f"{path}-wal")) < 4_000_000  # 12 MB were written through it
         assert "sqlite-checkpoints" in {t.name for t in threading.enumerate()}
     finally:

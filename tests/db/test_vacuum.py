@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsline.db.engine import create_engine
 from smsline.db.vacuum import DEAD_ROWS_MIN, TableRows, autovacuum_is_on, due_for_vacuum, vacuum_due_tables
+from tests.line.conftest import eventually
 
 
 def test_a_table_is_due_when_its_dead_rows_are_many_and_a_tenth_of_the_live_ones() -> None:
@@ -53,10 +52,11 @@ async def test_dead_outbox_rows_are_vacuumed_away(database_url: str) -> None:
                 await conn.execute(text("UPDATE outbox SET status = :s"), {"s": status})
         async with engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            deadline = asyncio.get_running_loop().time() + 15
-            while await _dead_rows(conn, "outbox") < 2 * rows:  # the server's counts lag by up to 1 s
-                assert asyncio.get_running_loop().time() < deadline, "dead rows never counted"
-                await asyncio.sleep(0.1)
+
+            async def all_counted() -> bool:  # the server's counts lag by up to 1 s
+                return await _dead_rows(conn, "outbox") >= 2 * rows
+
+            await eventually(all_counted, timeout=15)
         assert "outbox" in await vacuum_due_tables(engine)
         async with engine.connect() as conn:
             assert await _dead_rows(conn, "outbox") < rows // 10

@@ -34,6 +34,9 @@ CHECKPOINT_EVERY = 0.2  # seconds between the service's background WAL checkpoin
 # writer that never pauses): it bounds the WAL.
 WRITER_CHECKPOINT_PAGES = 16_384
 READ_ONLY = "smsline_read_only"  # execution option of the connections `Database.read` gives
+# Every engine hides statement parameters from its errors and logs: they hold customers' phones
+# and texts, and an error message ends up in logs and API problem details.
+ENGINE_OPTIONS: dict[str, Any] = {"hide_parameters": True}
 
 
 def async_url(url: str) -> URL:
@@ -61,11 +64,9 @@ def _prepare_sqlite_file(url: URL) -> None:
 
 
 def create_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> AsyncEngine:
-    """An async engine for ``url``; SQLite gets WAL, a busy timeout and immediate transactions.
-    Every engine hides statement parameters from its errors and logs: they hold customers'
-    phones and texts, and an error message ends up in logs and API problem details."""
+    """An async engine for ``url``; SQLite gets WAL, a busy timeout and immediate transactions."""
     target = async_url(url)
-    kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
+    kwargs: dict[str, Any] = {"echo": echo, **ENGINE_OPTIONS}
     if target.get_backend_name() == "sqlite":
         _prepare_sqlite_file(target)
         kwargs["pool_size"] = pool_size
@@ -85,12 +86,12 @@ def create_oneshot_engine(url: str) -> AsyncEngine:
     target = async_url(url)
     if target.get_backend_name() == "sqlite":
         _prepare_sqlite_file(target)
-        engine = create_async_engine(target, poolclass=NullPool, hide_parameters=True)
+        engine = create_async_engine(target, poolclass=NullPool, **ENGINE_OPTIONS)
         _configure_sqlite(engine.sync_engine)
         return engine
     # No POSTGRES_CONNECT_ARGS here: a command's own temporary tables (the import's) are never
     # analysed, and planned for each array of keys without statistics they would be scanned whole.
-    return create_async_engine(target, poolclass=NullPool, hide_parameters=True)
+    return create_async_engine(target, poolclass=NullPool, **ENGINE_OPTIONS)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -191,7 +192,7 @@ class Database:
     (``run_sync``), batches of one work at most two at a time. ``engine`` is the async engine for
     everything else (reads, tests, the CLI)."""
 
-    def __init__(self, url: str, *, pool_size: int = 5, checkpoint_every: float = CHECKPOINT_EVERY) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
@@ -213,12 +214,12 @@ class Database:
                 pool_size=1,
                 max_overflow=0,
                 connect_args={"check_same_thread": False},
-                hide_parameters=True,
+                **ENGINE_OPTIONS,
             )
             _configure_sqlite(self._sync)
             if target.database and target.database != ":memory:":
                 event.listen(self._sync, "connect", _checkpoints_left_to_the_background)
-                self._checkpoints = _Checkpoints(target.database, checkpoint_every)
+                self._checkpoints = _Checkpoints(target.database)
 
     @property
     def is_postgres(self) -> bool:
@@ -388,15 +389,14 @@ class _Checkpoints:
     By default SQLite checkpoints in the commit that takes the WAL past 1,000 pages: that commit
     copies the pages into the database file and syncs it while every transaction queued behind
     it waits. Here the database thread's commits leave that to this thread, which runs a PASSIVE
-    checkpoint (it waits for no reader and no writer) every ``every`` seconds after a write,
+    checkpoint (it waits for no reader and no writer) every `CHECKPOINT_EVERY` seconds after a write,
     outside Python's GIL. When one completes (the writer paused long enough), the next
     transaction starts the WAL over; should none complete, the writer's own checkpoint at
     `WRITER_CHECKPOINT_PAGES` bounds the WAL. Durability is SQLite's as before: each commit is
     synced to the WAL (``synchronous=FULL``), and the WAL is synced before it is copied."""
 
-    def __init__(self, path: str, every: float) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
-        self.every = every
         self.due = False  # set by the database thread after a commit
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -413,14 +413,14 @@ class _Checkpoints:
     def _run(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            while not self._stopping.wait(self.every):
+            while not self._stopping.wait(CHECKPOINT_EVERY):
                 if not self.due:
                     continue
                 self.due = False
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error as exc:
-                    log.warning("WAL checkpoint failed (%s); trying again in %.1f s", exc, self.every)
+                    log.warning("WAL checkpoint failed (%s); trying again after the next write", exc)
         finally:
             conn.close()
 
