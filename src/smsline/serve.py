@@ -124,7 +124,7 @@ class Service:
         )
         self.api = ApiContext(
             self.db, s, on_queued=self.dispatcher.wake, on_campaigns_changed=self.campaigns.wake,
-            campaign_clock=self.clock,
+            campaign_clock=self.clock, worker_id=self.worker_id, hand_over=self.dispatcher.take_over,
         )
         self.vacuum = Vacuum(self.db.engine) if self.db.is_postgres else None
         await self.dispatcher.recover()

@@ -4,6 +4,7 @@ status callback reaches the caller's server — again after that server first fa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from smsline.api.app import create_app
 from smsline.db.schema import outbox
 from smsline.domain.signatures import SIGNATURE_HEADER, verify
+from smsline.notify.notifications import NotificationRequest
 from smsline.notify.tokens import IssuedToken, create_token
 from smsline.serve import Service
 from smsline.smpp.simulator import Simulator
@@ -135,3 +137,30 @@ async def test_a_credential_sms_stays_masked_in_the_api(
     assert response.status_code == 200
     assert "password: ********" in response.json()["text"]
     assert found.group(1) not in response.text
+
+
+async def test_a_notification_goes_out_even_if_its_request_is_cancelled_once_queued(
+    service: Service, simulator: Simulator
+) -> None:
+    """Its SMS is written already claimed for this process's dispatcher: the hand-over must not
+    depend on the HTTP request that asked for it still waiting (a client that hangs up)."""
+    engine = service.engine
+    assert engine is not None
+    await add_customer(engine, customer_id="C-9", phone="+79169998877")
+    token = await issue(service)
+    request = NotificationRequest(
+        token=token.info.id, idempotency_key="gone-1", customer_id="C-9", phone=None, template=None,
+        parameters={}, text="Your parcel is at the branch.", status_callback=None,
+    )
+    asking = asyncio.ensure_future(service.api.queue_notification(request))
+    await asyncio.sleep(0)  # one turn of the loop: its transaction is queued, not yet committed
+    asking.cancel()
+    [sms] = await simulator.wait_messages(1, destination="+79169998877", timeout=10)
+    assert sms.text == "Your parcel is at the branch."
+    assert asking.cancelled()
+
+    async def delivered() -> bool:
+        async with engine.connect() as conn:
+            return (await conn.execute(select(outbox.c.status))).scalar_one() == "delivered"
+
+    await eventually(delivered)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, event, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from smsline.db.bulk import Bulk
+from smsline.db.bulk import Bulk, Prepared, any_of
 from smsline.db.schema import outbox
 from smsline.line.outbox import Kind, Priority, outbox_row
 
@@ -68,8 +68,104 @@ async def test_a_missing_value_is_an_error_not_a_null(engine: AsyncEngine) -> No
             await conn.run_sync(lambda sync: _MARK.execute(sync, [{"b_id": 1, "b_smsc": "x"}]))
 
 
-def test_returning_is_refused() -> None:
-    from sqlalchemy.dialects import sqlite
+async def test_returning_is_refused(engine: AsyncEngine) -> None:
+    returning = Bulk(insert(outbox).returning(outbox.c.id))
+    row = outbox_row(kind=Kind.DIRECT, priority=Priority.NOTIFICATION, sender="SCSERV",
+                     destination="+79160000000", text="t", language="en", now=dt.datetime.now(dt.UTC))
+    async with engine.connect() as conn:
+        with pytest.raises(ValueError, match="RETURNING"):
+            await conn.run_sync(lambda sync: returning.execute(sync, [row]))
 
-    with pytest.raises(ValueError, match="RETURNING"):
-        Bulk(insert(outbox).returning(outbox.c.id))._plan(sqlite.dialect(), ("text",))
+
+_BY_DESTINATION = select(outbox.c.id, outbox.c.destination).where(any_of(outbox.c.destination, "wanted"))
+_BY_ID = select(outbox.c.destination).where(any_of(outbox.c.id, "ids"))
+
+
+async def test_any_of_finds_the_rows_whose_value_is_in_the_list_whatever_its_length(
+    engine: AsyncEngine,
+) -> None:
+    now = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.UTC)
+    phones = ["+79160000001", "+79160000002", "+79160000003", "+7916 'quoted\""]
+    rows = [
+        outbox_row(kind=Kind.DIRECT, priority=Priority.NOTIFICATION, sender="SCSERV", destination=phone,
+                   text="t", language="en", now=now)
+        for phone in phones
+    ]
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda sync: _ADD.execute(sync, rows))
+    async with engine.connect() as conn:
+        ids = {d: i for i, d in (await conn.execute(select(outbox.c.id, outbox.c.destination))).all()}
+
+        async def destinations(wanted: list[str]) -> set[str]:
+            return {d for _, d in await conn.execute(_BY_DESTINATION, {"wanted": wanted})}
+
+        assert await destinations([]) == set()
+        assert await destinations(["+79160000002"]) == {"+79160000002"}
+        assert await destinations(["+79160000003", "+79160000001", "+70000000000"]) == {
+            "+79160000001", "+79160000003"
+        }
+        assert await destinations(["+7916 'quoted\""]) == {"+7916 'quoted\""}  # a value, not SQL
+        found = await conn.execute(_BY_ID, {"ids": [ids["+79160000002"], ids["+79160000003"], 10**9]})
+        assert {d for (d,) in found} == {"+79160000002", "+79160000003"}
+
+
+async def test_any_of_runs_one_statement_text_for_lists_of_any_length(engine: AsyncEngine) -> None:
+    """So the statement is compiled once and, on PostgreSQL, prepared once."""
+    executed: list[tuple[str, object]] = []
+
+    def record(_conn: object, _cursor: object, statement: str, parameters: object, *_: object) -> None:
+        executed.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with engine.connect() as conn:
+            for ids in ([1], [1, 2, 3], list(range(100))):
+                await conn.execute(_BY_ID, {"ids": ids})
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+    statements = [statement for statement, _ in executed if "outbox" in statement]
+    assert len(statements) == 3
+    assert len(set(statements)) == 1
+
+
+_ADD_ONE = Prepared(insert(outbox).returning(outbox.c.id, outbox.c.queued_at, sort_by_parameter_order=True))
+_QUEUED_TO = Prepared(
+    select(outbox.c.destination, outbox.c.queued_at, outbox.c.attempts)
+    .where(any_of(outbox.c.id, "ids"))
+    .order_by(outbox.c.id)
+)
+_RETRY = Prepared(update(outbox).where(any_of(outbox.c.id, "ids")).values(attempts=outbox.c.attempts + 1))
+
+
+async def test_prepared_statements_convert_values_both_ways_like_sqlalchemy(engine: AsyncEngine) -> None:
+    moscow = dt.timezone(dt.timedelta(hours=3))
+    at = dt.datetime(2026, 12, 1, 12, 30, 15, 123456, tzinfo=moscow)
+    rows = [
+        outbox_row(kind=Kind.DIRECT, priority=Priority.NOTIFICATION, sender="SCSERV",
+                   destination=f"+7916000000{n}", text=f"текст {n}", language="ru", now=at)
+        for n in range(3)
+    ]
+    async with engine.begin() as conn:
+        added = await conn.run_sync(lambda sync: _ADD_ONE.each(sync, rows))
+        ids = [i for i, _ in added]
+        assert ids == sorted(ids)  # one per row, in the rows' order
+        assert {queued for _, queued in added} == {at.astimezone(dt.UTC)}
+        changed = await conn.run_sync(lambda sync: _RETRY.run(sync, {"ids": ids[1:]}))
+        assert changed == 2
+        found = await conn.run_sync(lambda sync: _QUEUED_TO.rows(sync, {"ids": ids}))
+    assert found == [
+        ("+79160000000", at.astimezone(dt.UTC), 0),
+        ("+79160000001", at.astimezone(dt.UTC), 1),
+        ("+79160000002", at.astimezone(dt.UTC), 1),
+    ]
+    assert all(queued.tzinfo is dt.UTC for _, queued, _ in found)  # aware UTC, as SQLAlchemy gives it
+    async with engine.connect() as conn:
+        by_sqlalchemy = await conn.scalar(select(outbox.c.queued_at).where(outbox.c.id == ids[0]))
+    assert by_sqlalchemy == found[0][1]
+
+
+async def test_a_prepared_statement_refuses_an_expanding_in_list(engine: AsyncEngine) -> None:
+    expanding = Prepared(select(outbox.c.id).where(outbox.c.id.in_(bindparam("ids", expanding=True))))
+    async with engine.connect() as conn:
+        with pytest.raises(ValueError, match="any_of"):
+            await conn.run_sync(lambda sync: expanding.rows(sync, {"ids": [1]}))

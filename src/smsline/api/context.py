@@ -3,6 +3,7 @@ messages, and the in-memory state of authentication and rate limiting."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from functools import partial
 from smsline.config import Settings
 from smsline.db.engine import BatchWork, Database
 from smsline.domain.rates import SlidingWindow, TokenBucket
+from smsline.line.outbox import OutboxItem
 from smsline.notify.notifications import Answer, NotificationRequest, Refusal, queue_notifications
 from smsline.notify.portal import PortalPasswords
 from smsline.notify.tokens import TokenInfo
@@ -30,6 +32,10 @@ class ApiContext:
     db: Database
     settings: Settings
     on_queued: Callable[[], None] = lambda: None  # new outbox rows: wake the dispatcher
+    # With a dispatcher in this process: its worker id, and how it takes the notification SMS
+    # written already claimed for it (no claim has to find them).
+    worker_id: str | None = None
+    hand_over: Callable[[list[OutboxItem]], None] | None = None
     on_campaigns_changed: Callable[[], None] = lambda: None  # wake the campaign runner
     campaign_clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     tokens: dict[str, CachedToken] = field(default_factory=dict)
@@ -42,9 +48,28 @@ class ApiContext:
         if self.portal is None:
             self.portal = PortalPasswords(self.db)
         # One callable for the life of the context: the database batches items by their work.
+        worker = self.worker_id if self.hand_over is not None else None
         self.queue_notifications: BatchWork[tuple[NotificationRequest, dt.datetime], Answer | Refusal] = (
-            partial(queue_notifications, settings=self.settings)
+            partial(queue_notifications, settings=self.settings, worker=worker)
         )
+
+    async def queue_notification(self, request: NotificationRequest) -> Answer | Refusal:
+        """Queue one notification (batched with the others waiting). Its SMS goes to the
+        dispatcher when the transaction has committed, even if the HTTP request that asked for it
+        is cancelled meanwhile: a claimed row nobody holds would wait for the next restart."""
+        future = self.db.submit(self.queue_notifications, (request, dt.datetime.now(dt.UTC)))
+        future.add_done_callback(self._hand_over)
+        outcome = await asyncio.shield(future)
+        if isinstance(outcome, Answer) and outcome.queued and not outcome.replayed and not outcome.claimed:
+            self.on_queued()  # queued for any worker: wake the dispatcher to claim it
+        return outcome
+
+    def _hand_over(self, future: asyncio.Future[Answer | Refusal]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        outcome = future.result()
+        if isinstance(outcome, Answer) and outcome.claimed is not None and self.hand_over is not None:
+            self.hand_over([outcome.claimed])
 
     def passwords(self) -> PortalPasswords:
         assert self.portal is not None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
@@ -210,11 +209,9 @@ async def send_notification(request: Request) -> JSONResponse:
         text=body.text,
         status_callback=str(body.status_callback) if body.status_callback is not None else None,
     )
-    outcome = await context.db.submit(context.queue_notifications, (asked, dt.datetime.now(dt.UTC)))
+    outcome = await context.queue_notification(asked)
     if isinstance(outcome, Refusal):
         raise _refused(outcome)
-    if outcome.queued and not outcome.replayed:
-        context.on_queued()
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
     return JSONResponse(outcome.body, status_code=outcome.code, headers=headers)
 

@@ -9,6 +9,7 @@ so a notification never fails at send time because of its template.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -86,7 +87,13 @@ def placeholders(text: str) -> list[str]:
 
 def render(text: str, values: Mapping[str, str]) -> str:
     """``text`` with its placeholders replaced; raises TemplateError, KeyError for a missing value."""
-    return "".join(p.text if p.parameter is None else values[p.parameter] for p in parse(text))
+    return "".join(p.text if p.parameter is None else values[p.parameter] for p in _parsed(text))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(text: str) -> tuple[Piece, ...]:
+    """`parse`, remembered: the same few templates are rendered for every notification."""
+    return tuple(parse(text))
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,14 +36,14 @@ from sqlalchemy.sql.dml import Update
 
 from smsline import metrics
 from smsline.config import Settings
-from smsline.db.bulk import Bulk
+from smsline.db.bulk import Bulk, Prepared, any_of
 from smsline.db.engine import Database
 from smsline.db.schema import outbox, outbox_segments, requests
 from smsline.domain.command_status import rule_for
 from smsline.domain.msisdn import to_smpp_address
 from smsline.domain.receipts import canonical_message_id
 from smsline.domain.segments import concat_udh, segment
-from smsline.line.outbox import Kind, OutboxItem
+from smsline.line.outbox import CLAIM_SECONDS, Kind, OutboxItem
 from smsline.line.receipts import lock_receipt_matching, match_waiting_receipts
 from smsline.smpp import pdus
 from smsline.smpp.connector import Connector, LinkDown
@@ -51,7 +51,6 @@ from smsline.smpp.session import ResponseTimeout, SessionClosed
 
 log = logging.getLogger("smsline.dispatcher")
 
-LEASE_SECONDS = 60.0
 RENEW_EVERY = 15.0
 POLL_EVERY = 1.0
 RETRY_DELAY_MAX = 300.0
@@ -97,7 +96,7 @@ _SUBMITTED = Bulk(
 _INSERT_SEGMENTS = Bulk(insert(outbox_segments))
 _ACKNOWLEDGED = (
     update(requests)
-    .where(requests.c.id.in_(bindparam("ids", expanding=True)), requests.c.status == "received")
+    .where(any_of(requests.c.id, "ids"), requests.c.status == "received")
     .values(status="acknowledged", acknowledged_at=bindparam("now"))
 )
 
@@ -148,6 +147,18 @@ def _claim_statement(postgres: bool, halting: bool) -> Update:
 
 
 _CLAIM = {(pg, halting): _claim_statement(pg, halting) for pg in (False, True) for halting in (False, True)}
+# The usual claim (no campaign halted), run through the driver: it returns hundreds of rows.
+_CLAIM_ANY = {pg: Prepared(_CLAIM[(pg, False)]) for pg in (False, True)}
+
+
+def _claimed(row: Sequence[Any]) -> OutboxItem:
+    """A row of `CLAIMED_COLUMNS` as the dispatcher holds it."""
+    message, priority, kind, sender, destination, text, language, customer, request, attempts, at, of = row
+    return OutboxItem(
+        priority=priority, id=message, kind=kind, sender=sender, destination=destination, text=text,
+        language=language, customer=customer, request=request, attempts=attempts, queued_at=at,
+        campaign=of,
+    )
 
 
 class Dispatcher:
@@ -200,6 +211,19 @@ class Dispatcher:
                 heapq.heappush(self._ready, item)
         metrics.queue_depth.set(len(self._ready))
         self._wake_send.set()
+
+    def take_over(self, items: list[OutboxItem]) -> None:
+        """Rows another part of the service wrote already claimed for this worker (notifications
+        queued through the API), so that no claim has to find them. Beyond twice what the
+        dispatcher holds when it claims (the SMSC is down or slower than the callers), they go
+        back to the queue; after `stop` they stay claimed, and the next start queues them again."""
+        if self._stopping:
+            return
+        room = max(0, 2 * self._capacity() - len(self._ready))
+        if room < len(items):
+            self._release_later(items[room:])
+            items = items[:room]
+        self.push(items)
 
     def wake(self) -> None:
         """New rows were queued in the database."""
@@ -304,12 +328,12 @@ class Dispatcher:
                 "c_now": now,
                 "c_limit": limit,
                 "c_worker": self.worker_id,
-                "c_until": now + dt.timedelta(seconds=LEASE_SECONDS),
+                "c_until": now + dt.timedelta(seconds=CLAIM_SECONDS),
             }
-            if halted:
-                parameters["c_halted"] = halted
-            rows = conn.execute(_CLAIM[(self.db.is_postgres, bool(halted))], parameters)
-            return [OutboxItem.from_row(dict(r)) for r in rows.mappings()]
+            if not halted:
+                return [_claimed(row) for row in _CLAIM_ANY[self.db.is_postgres].rows(conn, parameters)]
+            parameters["c_halted"] = halted
+            return [_claimed(row) for row in conn.execute(_CLAIM[(self.db.is_postgres, True)], parameters)]
 
         items = await self.db.run(claim)
         items.sort()
@@ -335,7 +359,7 @@ class Dispatcher:
         conn.execute(
             update(outbox)
             .where(outbox.c.status == "sending", outbox.c.claimed_by == self.worker_id)
-            .values(claimed_until=now + dt.timedelta(seconds=LEASE_SECONDS))
+            .values(claimed_until=now + dt.timedelta(seconds=CLAIM_SECONDS))
         )
         expired = conn.execute(
             update(outbox)

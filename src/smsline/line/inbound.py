@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection
 
 from smsline import metrics
 from smsline.config import Settings
+from smsline.db.bulk import any_of
 from smsline.db.engine import Database
 from smsline.db.schema import customers, inbound_messages, inbound_parts, outbox, requests
 from smsline.domain.commands import Command, match_command
@@ -34,7 +35,7 @@ from smsline.domain.limits import RecentRequests, RequestLimits, limit_exceeded
 from smsline.domain.msisdn import InvalidMsisdn, from_smpp_address, normalise_msisdn
 from smsline.domain.segments import decode_payload, split_udh
 from smsline.domain.texts import ack_text, language_of
-from smsline.line.outbox import Kind, OutboxItem, Priority, outbox_row
+from smsline.line.outbox import CLAIM_SECONDS, Kind, OutboxItem, Priority, outbox_row
 from smsline.line.receipts import ReceiptIn, parse_receipt, record_receipts
 from smsline.smpp import pdus
 from smsline.smpp.pdus import Pdu
@@ -43,7 +44,6 @@ from smsline.smpp.session import Session
 log = logging.getLogger("smsline.inbound")
 
 SWEEP_EVERY = 30.0
-CLAIM_SECONDS = 60.0
 
 
 @dataclass(slots=True)
@@ -134,11 +134,11 @@ def parse_delivery(delivery: Delivery, region: str) -> MoIn | ReceiptIn:
 # The hot statements, built once (building and keying a statement per call costs more than
 # running it).
 _RECENT_KEYS = select(inbound_messages.c.dedupe_key).where(
-    inbound_messages.c.dedupe_key.in_(bindparam("keys", expanding=True)),
+    any_of(inbound_messages.c.dedupe_key, "keys"),
     inbound_messages.c.received_at >= bindparam("since"),
 )
 _CUSTOMERS_BY_PHONE = select(customers.c.id, customers.c.phone, customers.c.language).where(
-    customers.c.phone.in_(bindparam("phones", expanding=True))
+    any_of(customers.c.phone, "phones")
 )
 _IS_INFO = requests.c.command == Command.INFO.value
 _RECENT_COUNTS = (
@@ -149,7 +149,7 @@ _RECENT_COUNTS = (
         func.count(),
     )
     .where(
-        requests.c.msisdn.in_(bindparam("phones", expanding=True)),
+        any_of(requests.c.msisdn, "phones"),
         requests.c.received_at >= bindparam("day_ago"),
     )
     .group_by(requests.c.msisdn)

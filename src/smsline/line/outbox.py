@@ -10,6 +10,10 @@ from typing import Any
 
 from smsline.domain.segments import choose_encoding, count_segments
 
+# How long a row written already claimed for a worker ("sending") stays that worker's before
+# another may take it; the dispatcher renews the lease of the rows it holds.
+CLAIM_SECONDS = 60.0
+
 
 class Priority(IntEnum):
     """Lower goes first: replies to requests, then notifications, then mass texting."""

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from smsline import metrics
 from smsline.config import IdBase, Settings
-from smsline.db.bulk import Bulk
+from smsline.db.bulk import Bulk, Prepared, any_of
 from smsline.db.schema import outbox, outbox_segments, receipts
 from smsline.domain.receipts import (
     FINAL_STATUSES,
@@ -90,17 +90,19 @@ _LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 # Receipts already stored, looked up by the message ids they name (an index they need anyway for
 # matching): an index on the random dedupe keys themselves would cost every commit a B-tree page
 # per receipt once it outgrew the batch.
-_SEEN = select(receipts.c.dedupe_key).where(
-    receipts.c.smsc == bindparam("smsc"), receipts.c.smsc_message_id.in_(bindparam("ids", expanding=True))
+_SEEN = Prepared(
+    select(receipts.c.dedupe_key).where(
+        receipts.c.smsc == bindparam("smsc"), any_of(receipts.c.smsc_message_id, "ids")
+    )
 )
-_SEGMENTS = (
+_SEGMENTS = Prepared(
     select(
         outbox_segments.c.smsc_message_id, outbox_segments.c.message, outbox_segments.c.seq, outbox.c.segments
     )
     .join(outbox, outbox.c.id == outbox_segments.c.message)
     .where(
         outbox_segments.c.smsc == bindparam("smsc"),
-        outbox_segments.c.smsc_message_id.in_(bindparam("ids", expanding=True)),
+        any_of(outbox_segments.c.smsc_message_id, "ids"),
     )
 )
 _INSERT = Bulk(insert(receipts))
@@ -118,7 +120,7 @@ _WAITING = (
     .join(outbox, outbox.c.id == outbox_segments.c.message)
     .where(receipts.c.message.is_(None), receipts.c.received_at >= bindparam("since"))
 )
-_WAITING_FOR = _WAITING.where(receipts.c.smsc_message_id.in_(bindparam("ids", expanding=True)))
+_WAITING_FOR = Prepared(_WAITING.where(any_of(receipts.c.smsc_message_id, "ids")))
 _MATCHED = Bulk(
     update(receipts)
     .where(receipts.c.id == bindparam("b_id"))
@@ -133,6 +135,14 @@ _MESSAGE_DONE = Bulk(
     update(outbox)
     .where(outbox.c.id == bindparam("b_id"), outbox.c.status == "submitted")
     .values(status=bindparam("b_status"), done_at=bindparam("b_now"))
+)
+_LOCK_MESSAGES = Prepared(
+    select(outbox.c.id).where(any_of(outbox.c.id, "ids")).order_by(outbox.c.id).with_for_update()
+)
+_PARTS = Prepared(
+    select(outbox_segments.c.message, outbox_segments.c.status, outbox.c.segments)
+    .join(outbox, outbox.c.id == outbox_segments.c.message)
+    .where(any_of(outbox_segments.c.message, "ids"))
 )
 WAITING_RECEIPTS_DAYS = 2
 
@@ -151,7 +161,7 @@ def record_receipts(
         by_smsc[r.smsc].add(key)
     seen: set[str] = set()
     for smsc, keys in by_smsc.items():
-        seen.update(conn.execute(_SEEN, {"smsc": smsc, "ids": list(keys)}).scalars())
+        seen.update(key for (key,) in _SEEN.rows(conn, {"smsc": smsc, "ids": list(keys)}))
     fresh: list[tuple[ReceiptIn, str]] = []
     for r, key in keyed:
         if r.dedupe_key in seen:
@@ -205,7 +215,7 @@ def _find_segments(
     """(smsc, canonical id) -> (message, seq, segments) of the submitted segments with those ids."""
     segments: dict[tuple[str, str], tuple[int, int, int]] = {}
     for smsc, keys in by_smsc.items():
-        for smsc_id, message, seq, total in conn.execute(_SEGMENTS, {"smsc": smsc, "ids": list(keys)}):
+        for smsc_id, message, seq, total in _SEGMENTS.rows(conn, {"smsc": smsc, "ids": list(keys)}):
             segments[(smsc, smsc_id)] = (message, seq, total)
     return segments
 
@@ -217,9 +227,9 @@ def match_waiting_receipts(
     (all recent waiting ones, or those with the given canonical ids)."""
     since = now - dt.timedelta(days=WAITING_RECEIPTS_DAYS)
     if smsc_ids is None:
-        found = conn.execute(_WAITING, {"since": since}).all()
+        found = [tuple(r) for r in conn.execute(_WAITING, {"since": since})]
     else:
-        found = conn.execute(_WAITING_FOR, {"since": since, "ids": list(smsc_ids)}).all()
+        found = _WAITING_FOR.rows(conn, {"since": since, "ids": list(smsc_ids)})
     if not found:
         return
     _MATCHED.execute(
@@ -255,12 +265,15 @@ def apply_segment_statuses(conn: Connection, changes: list[SegmentChange], now: 
 
 
 def _settled_multipart(conn: Connection, message_ids: set[int]) -> dict[int, str]:
-    """The final status of each multipart message all of whose parts have a final status."""
-    rows = conn.execute(
-        select(outbox_segments.c.message, outbox_segments.c.status, outbox.c.segments)
-        .join(outbox, outbox.c.id == outbox_segments.c.message)
-        .where(outbox_segments.c.message.in_(message_ids))
-    )
+    """The final status of each multipart message all of whose parts have a final status.
+
+    On PostgreSQL the receipts of two parts of one message may be recorded by two transactions
+    at once, each seeing its own part final and the other's not yet: neither would settle the
+    message. So each locks the messages (in id order) after writing its parts and before reading
+    them all; the one that gets a lock second reads what the first committed."""
+    if conn.dialect.name == "postgresql":
+        _LOCK_MESSAGES.rows(conn, {"ids": sorted(message_ids)})
+    rows = _PARTS.rows(conn, {"ids": sorted(message_ids)})
     parts: dict[int, list[MessageStatus]] = defaultdict(list)
     expected: dict[int, int] = {}
     for message, status, total in rows:

@@ -23,24 +23,24 @@ from sqlalchemy.engine import Connection
 from smsline import metrics
 from smsline.campaigns.service import suppress_opted_out
 from smsline.config import Settings
+from smsline.db.bulk import any_of
 from smsline.db.engine import Database
 from smsline.db.schema import consent_events, customers, outbox, requests
 from smsline.domain.commands import Command
 from smsline.domain.texts import language_of
 from smsline.line.handlers import HANDLERS, ConsentChange, RequestContext
-from smsline.line.outbox import OutboxItem, Priority, outbox_row
+from smsline.line.outbox import CLAIM_SECONDS, OutboxItem, Priority, outbox_row
 
 log = logging.getLogger("smsline.requests")
 
 BATCH = 500
 POLL_EVERY = 1.0
-CLAIM_SECONDS = 60.0
 
 
 # The hot statements, built once (building and keying a statement per call costs more than
 # running it).
 _JUST_ACKNOWLEDGED = select(requests).where(
-    requests.c.id.in_(bindparam("ids", expanding=True)), requests.c.status == "received"
+    any_of(requests.c.id, "ids"), requests.c.status == "received"
 )
 _CUSTOMERS = select(
     customers.c.id,
@@ -48,7 +48,7 @@ _CUSTOMERS = select(
     customers.c.personal_code,
     customers.c.login,
     customers.c.sms_enabled,
-).where(customers.c.id.in_(bindparam("ids", expanding=True)))
+).where(any_of(customers.c.id, "ids"))
 _SET_CONSENT = (
     update(customers)
     .where(customers.c.id == bindparam("b_id"))
@@ -58,12 +58,12 @@ _INSERT_CONSENT = insert(consent_events)
 _INSERT_ANSWERS = insert(outbox).returning(outbox.c.id, outbox.c.request)
 _DONE = (
     update(requests)
-    .where(requests.c.id.in_(bindparam("ids", expanding=True)))
+    .where(any_of(requests.c.id, "ids"))
     .values(status="done", processed_at=bindparam("now"))
 )
 _DONE_ACKNOWLEDGED = (
     update(requests)
-    .where(requests.c.id.in_(bindparam("ids", expanding=True)))
+    .where(any_of(requests.c.id, "ids"))
     .values(status="done", acknowledged_at=bindparam("now"), processed_at=bindparam("now"))
 )
 

@@ -16,17 +16,18 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from smsline.config import Settings
+from smsline.db.bulk import Prepared, any_of
 from smsline.db.schema import customers, notifications, outbox, templates
 from smsline.domain.templates import MAX_SEGMENTS, Problem, check_values, render
 from smsline.domain.texts import language_of
-from smsline.line.outbox import Kind, Priority, outbox_row
+from smsline.line.outbox import CLAIM_SECONDS, Kind, OutboxItem, Priority, outbox_row
 
 SUPPRESSION_REASONS: Final[dict[str, str]] = {
     "opted_out": "the customer has opted out of SMS notifications",
@@ -67,6 +68,8 @@ class Answer:
     code: int  # 202 queued, 200 suppressed
     body: dict[str, Any]
     replayed: bool = False
+    # The SMS queued by this answer, claimed for the worker given to `queue_notifications`.
+    claimed: OutboxItem | None = None
 
     @property
     def queued(self) -> bool:
@@ -84,19 +87,19 @@ class Refusal:
 
 # Statements built once and executed with parameters: building a statement per request costs
 # more than running it.
-_EARLIER = select(
+_EARLIER = Prepared(select(
     notifications.c.token,
     notifications.c.idempotency_key,
     notifications.c.request_hash,
     notifications.c.response_code,
     notifications.c.response,
 ).where(
-    notifications.c.token.in_(bindparam("n_tokens", expanding=True)),
-    notifications.c.idempotency_key.in_(bindparam("n_keys", expanding=True)),
-)
-_TEMPLATES = select(
+    any_of(notifications.c.token, "n_tokens"),
+    any_of(notifications.c.idempotency_key, "n_keys"),
+))
+_TEMPLATES = Prepared(select(
     templates.c.name, templates.c.text_en, templates.c.text_ru, templates.c.parameters, templates.c.essential
-).where(templates.c.name.in_(bindparam("t_names", expanding=True)))
+).where(any_of(templates.c.name, "t_names")))
 _CUSTOMER_COLUMNS = (
     customers.c.id,
     customers.c.customer_id,
@@ -104,27 +107,41 @@ _CUSTOMER_COLUMNS = (
     customers.c.language,
     customers.c.sms_enabled,
 )
-_CUSTOMERS_BY_ID = select(*_CUSTOMER_COLUMNS).where(
-    customers.c.customer_id.in_(bindparam("c_refs", expanding=True))
-)
-_CUSTOMERS_BY_PHONE = select(*_CUSTOMER_COLUMNS).where(
-    customers.c.phone.in_(bindparam("c_refs", expanding=True))
-)
-_OUTBOX_INSERT = insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True)
-_OUTBOX_DELETE = delete(outbox).where(outbox.c.id.in_(bindparam("o_ids", expanding=True)))
+_CUSTOMERS_BY_ID = Prepared(select(*_CUSTOMER_COLUMNS).where(any_of(customers.c.customer_id, "c_refs")))
+_CUSTOMERS_BY_PHONE = Prepared(select(*_CUSTOMER_COLUMNS).where(any_of(customers.c.phone, "c_refs")))
+_OUTBOX_INSERT = Prepared(insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True))
+_OUTBOX_DELETE = delete(outbox).where(any_of(outbox.c.id, "o_ids"))
 _RETURNING_KEYS = (notifications.c.token, notifications.c.idempotency_key)
 # On PostgreSQL a concurrent transaction may store the same key between our look-up and our
 # insert: the insert skips it (ON CONFLICT waits for that transaction, then does nothing). On
 # SQLite the transaction holds the write lock from its BEGIN IMMEDIATE, so the look-up cannot be
 # raced and a plain insert does; unlike the dialect's ON CONFLICT form, it is compiled only once.
 _NOTIFICATION_INSERT = {
-    "postgresql": postgresql.insert(notifications)
-    .on_conflict_do_nothing(index_elements=[notifications.c.token, notifications.c.idempotency_key])
-    .returning(*_RETURNING_KEYS),
-    "sqlite": insert(notifications).returning(*_RETURNING_KEYS),
+    "postgresql": Prepared(
+        postgresql.insert(notifications)
+        .on_conflict_do_nothing(index_elements=[notifications.c.token, notifications.c.idempotency_key])
+        .returning(*_RETURNING_KEYS)
+    ),
+    "sqlite": Prepared(insert(notifications).returning(*_RETURNING_KEYS)),
 }
 
 Key = tuple[int, str]  # (token, idempotency key)
+
+
+class _Template(NamedTuple):
+    name: str
+    text_en: str
+    text_ru: str
+    parameters: str
+    essential: bool
+
+
+class _Customer(NamedTuple):
+    id: int
+    customer_id: str | None
+    phone: str | None
+    language: str | None
+    sms_enabled: bool
 
 
 @dataclass(slots=True)
@@ -149,16 +166,14 @@ def _replay(stored: _Stored, request: NotificationRequest) -> Answer | Refusal:
 def _stored_answers(conn: Connection, keys: set[Key]) -> dict[Key, _Stored]:
     if not keys:
         return {}
-    rows = conn.execute(
-        _EARLIER,
+    rows = _EARLIER.rows(
+        conn,
         {"n_tokens": sorted({token for token, _ in keys}), "n_keys": sorted({key for _, key in keys})},
     )
     return {
-        (row.token, row.idempotency_key): _Stored(
-            row.request_hash, row.response_code, json.loads(row.response)
-        )
-        for row in rows
-        if (row.token, row.idempotency_key) in keys
+        (token, key): _Stored(request_hash, code, json.loads(response))
+        for token, key, request_hash, code, response in rows
+        if (token, key) in keys
     }
 
 
@@ -184,22 +199,35 @@ class _New:
 
 
 def queue_notifications(
-    conn: Connection, items: list[tuple[NotificationRequest, dt.datetime]], *, settings: Settings
+    conn: Connection,
+    items: list[tuple[NotificationRequest, dt.datetime]],
+    *,
+    settings: Settings,
+    worker: str | None = None,
 ) -> list[Answer | Refusal]:
     """Queue (or suppress) each notification, in order, in one transaction; see the module
     documentation. Every look-up is one statement for the whole batch and the rows are written
-    with one statement per table, so a batch of a hundred costs little more than one."""
+    with one statement per table, so a batch of a hundred costs little more than one.
+
+    With a ``worker``, the SMS are written already claimed for it and each new answer carries
+    its SMS (`Answer.claimed`), for that worker's dispatcher to send without claiming it."""
     requests = [request for request, _ in items]
     stored = _stored_answers(conn, {(r.token, r.idempotency_key) for r in requests})
     names = sorted({r.template for r in requests if r.template is not None})
-    template_rows = {row.name: row for row in conn.execute(_TEMPLATES, {"t_names": names})} if names else {}
+    template_rows = (
+        {row.name: row for row in map(_Template._make, _TEMPLATES.rows(conn, {"t_names": names}))}
+        if names
+        else {}
+    )
     by_id = sorted({r.customer_id for r in requests if r.customer_id is not None})
     by_phone = sorted({r.phone for r in requests if r.customer_id is None and r.phone is not None})
     customers_by_id = (
-        {row.customer_id: row for row in conn.execute(_CUSTOMERS_BY_ID, {"c_refs": by_id})} if by_id else {}
+        {row.customer_id: row for row in map(_Customer._make, _CUSTOMERS_BY_ID.rows(conn, {"c_refs": by_id}))}
+        if by_id
+        else {}
     )
     customers_by_phone = (
-        {row.phone: row for row in conn.execute(_CUSTOMERS_BY_PHONE, {"c_refs": by_phone})}
+        {row.phone: row for row in map(_Customer._make, _CUSTOMERS_BY_PHONE.rows(conn, {"c_refs": by_phone}))}
         if by_phone
         else {}
     )
@@ -220,7 +248,7 @@ def queue_notifications(
             customer = customers_by_id.get(request.customer_id)
         else:
             customer = customers_by_phone.get(request.phone)
-        decided = _decide(index, request, now, template_row, customer, settings)
+        decided = _decide(index, request, now, template_row, customer, settings, worker)
         if isinstance(decided, Refusal):
             outcomes[index] = decided
         else:
@@ -245,6 +273,7 @@ def _decide(
     template_row: Any,
     customer: Any,
     settings: Settings,
+    worker: str | None,
 ) -> _New | Refusal:
     essential = False
     if request.template is not None:
@@ -292,6 +321,9 @@ def _decide(
             language=language,
             now=now,
             customer=customer.id,
+            status="sending" if worker else "queued",
+            claimed_by=worker,
+            claimed_until=now + dt.timedelta(seconds=CLAIM_SECONDS) if worker else None,
         )
         if row["segments"] > MAX_SEGMENTS:
             return Refusal(
@@ -314,7 +346,7 @@ def _write(conn: Connection, decided: list[_New], outcomes: list[Answer | Refusa
         return
     sending = [(new, new.outbox_row) for new in decided if new.outbox_row is not None]
     if sending:
-        ids = conn.execute(_OUTBOX_INSERT, [row for _, row in sending]).scalars().all()
+        ids = [message_id for (message_id,) in _OUTBOX_INSERT.each(conn, [row for _, row in sending])]
         for (new, _), message_id in zip(sending, ids, strict=True):
             new.body["message_id"] = int(message_id)
     rows = []
@@ -339,14 +371,14 @@ def _write(conn: Connection, decided: list[_New], outcomes: list[Answer | Refusa
                 "created_at": new.now,
             }
         )
-    inserted = {
-        (row.token, row.idempotency_key)
-        for row in conn.execute(_NOTIFICATION_INSERT[conn.dialect.name], rows)
-    }
+    inserted = {(token, key) for token, key in _NOTIFICATION_INSERT[conn.dialect.name].each(conn, rows)}
     lost: list[_New] = []
     for new in decided:
         if new.key in inserted:
-            outcomes[new.index] = Answer(new.code, new.body)
+            claimed = None
+            if new.outbox_row is not None and new.outbox_row["claimed_by"] is not None:
+                claimed = OutboxItem.from_row({**new.outbox_row, "id": new.body["message_id"]})
+            outcomes[new.index] = Answer(new.code, new.body, claimed=claimed)
         else:
             lost.append(new)
     if not lost:
