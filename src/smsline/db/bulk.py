@@ -18,6 +18,7 @@ to prepare); here the text is the same for any list, compiled once and prepared 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +97,7 @@ class _Parameter:
     name: str
     convert: Callable[[Any], Any] | None
     default: Any  # the statement's own value (e.g. a literal in .values()), or _MISSING
+    type: TypeEngine[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +144,7 @@ def _compile(
         bind = compiled.binds[name]
         convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
         default = _MISSING if (keys is not None and name in keys) or bind.required else bind.effective_value
-        parameters.append(_Parameter(name, convert, default))
+        parameters.append(_Parameter(name, convert, default, bind.type))
     results = tuple(
         column.type.dialect_impl(dialect).result_processor(dialect, None)
         for column in compiled._result_columns
@@ -151,27 +153,68 @@ def _compile(
 
 
 class Bulk:
-    """``statement`` run with a list of parameter dictionaries, by the driver's executemany."""
+    """``statement`` run with a list of parameter dictionaries: by the driver's executemany on
+    SQLite; on PostgreSQL as one statement over arrays of the values (`_over_arrays`), which the
+    server runs once instead of once per row."""
 
     def __init__(self, statement: UpdateBase) -> None:
         self.statement = statement
-        self._plans: dict[tuple[str, tuple[str, ...]], _Plan] = {}
+        self._plans: dict[tuple[str, tuple[str, ...]], tuple[_Plan, str | None]] = {}
 
     def execute(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
         keys = tuple(rows[0])
-        plan = self._plans.get((conn.dialect.name, keys))
-        if plan is None:
+        planned = self._plans.get((conn.dialect.name, keys))
+        if planned is None:
             plan = _compile(self.statement, conn.dialect, keys, many=True)
             if plan.results:
                 raise ValueError("a Bulk statement cannot have RETURNING")
-            self._plans[(conn.dialect.name, keys)] = plan
+            postgres = conn.dialect.name == "postgresql"
+            arrays = _over_arrays(self.statement, conn.dialect, plan) if postgres else None
+            planned = self._plans[(conn.dialect.name, keys)] = (plan, arrays)
+        plan, arrays = planned
+        values = [plan.row(v) for v in rows]
         cursor = conn.connection.cursor()
         try:
-            cursor.executemany(plan.sql, [plan.row(values) for values in rows])
+            if arrays is not None and len(values) > 1:
+                cursor.execute(arrays, tuple(list(column) for column in zip(*values, strict=True)))
+            else:
+                cursor.executemany(plan.sql, values)
         finally:
             cursor.close()
+
+
+# A PostgreSQL placeholder as SQLAlchemy's asyncpg dialect writes it: $n, with the cast it adds.
+_PLACEHOLDER = re.compile(r"\$(\d+)(?:::(?:TIMESTAMP WITH(?:OUT)? TIME ZONE|[A-Z]+))?(?![\w(\[])")
+
+
+def _over_arrays(statement: UpdateBase, dialect: Dialect, plan: _Plan) -> str | None:
+    """The statement rewritten to take every parameter as an array of the rows' values, read
+    with unnest: ``INSERT ... SELECT ... FROM unnest(...)``, ``UPDATE ... FROM unnest(...) WHERE``.
+    None when the statement is not of a shape rewritten here (it then runs by executemany)."""
+    casts = [
+        dialect.type_compiler_instance.process(parameter.type._unwrapped_dialect_impl(dialect))
+        for parameter in plan.parameters
+    ]
+    count = len(casts)
+    found = [int(m.group(1)) for m in _PLACEHOLDER.finditer(plan.sql)]
+    if sorted(found) != list(range(1, count + 1)):
+        return None
+    body = _PLACEHOLDER.sub(lambda m: f"b.p{m.group(1)}", plan.sql)
+    source = (
+        "unnest(" + ", ".join(f"${i}::{cast}[]" for i, cast in enumerate(casts, start=1)) + ") AS b("
+        + ", ".join(f"p{i}" for i in range(1, count + 1)) + ")"
+    )
+    if isinstance(statement, Insert):
+        head, values_kw, rest = body.partition(" VALUES (")
+        if not values_kw or not rest.endswith(")") or "(" in rest[:-1]:
+            return None
+        return f"{head} SELECT {rest[:-1]} FROM {source}"
+    head, where_kw, rest = body.partition(" WHERE ")
+    if not where_kw or not head.startswith("UPDATE ") or " RETURNING " in rest:
+        return None
+    return f"{head} FROM {source} WHERE {rest}"
 
 
 class Prepared:
