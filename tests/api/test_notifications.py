@@ -270,3 +270,19 @@ async def test_the_openapi_document_describes_the_token_the_key_and_the_body(api
         body["properties"]
     )
     assert body["additionalProperties"] is False
+
+
+async def test_an_oversized_body_and_other_methods_get_problems_too(api: Api) -> None:
+    """The endpoint's own fast lane answers like the rest of the API at its edges."""
+    token = await api.token("notifications:send")
+    huge = await api.client.post(
+        "/api/v1/notifications",
+        content=b'{"customer_id": "' + b"C" * 70_000 + b'", "template": "x"}',
+        headers=api.auth(token) | {"Idempotency-Key": "big", "Content-Type": "application/json"},
+    )
+    listing = await api.client.get("/api/v1/notifications", headers=api.auth(token))
+
+    assert huge.status_code == 413
+    assert problem_of(huge)["type"] == "/api/problems/payload-too-large"
+    assert listing.status_code == 405
+    assert problem_of(listing)["type"] == "/api/problems/method-not-allowed"

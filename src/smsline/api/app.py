@@ -56,4 +56,5 @@ def create_app(service: Readiness, api: ApiContext | None = None) -> FastAPI:
         app.state.api = api
         for module in (notifications, messages, templates, customers, portal, campaigns):
             app.include_router(module.router)
+        app.add_middleware(notifications.NotificationsLane)
     return app

@@ -157,21 +157,29 @@ def field_errors(errors: Iterable[Mapping[str, Any]]) -> list[FieldError]:
     return found
 
 
+def answer_problem(request: Request, exc: ProblemError) -> JSONResponse:
+    return problem_response(
+        exc.name, exc.detail, instance=request.url.path, errors=exc.errors, headers=exc.headers
+    )
+
+
+def answer_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    raw = list(exc.errors())
+    if any(error.get("type") == "json_invalid" for error in raw):
+        return problem_response("invalid-json", "the body is not valid JSON", instance=request.url.path)
+    errors = field_errors(raw)
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
+    return problem_response("validation-failed", detail, instance=request.url.path, errors=errors)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def on_problem(request: Request, exc: ProblemError) -> JSONResponse:
-        return problem_response(
-            exc.name, exc.detail, instance=request.url.path, errors=exc.errors, headers=exc.headers
-        )
+        return answer_problem(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        raw = list(exc.errors())
-        if any(error.get("type") == "json_invalid" for error in raw):
-            return problem_response("invalid-json", "the body is not valid JSON", instance=request.url.path)
-        errors = field_errors(raw)
-        detail = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
-        return problem_response("validation-failed", detail, instance=request.url.path, errors=errors)
+        return answer_invalid(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
