@@ -1,13 +1,16 @@
-"""Statements the service runs for many rows at a time, handed to the driver's ``executemany``.
+"""The service's hot statements, run through the driver's cursor instead of SQLAlchemy's execution.
 
-SQLAlchemy's own executemany looks the statement up in its compiled cache and builds a parameter
-dictionary for every row through several layers; on the database thread that was a third of the
-time spent recording submit results and receipts. A `Bulk` statement is compiled once per dialect
-and set of columns, and each row becomes one tuple, its values passed through the same type
-conversions SQLAlchemy would apply.
+SQLAlchemy's execution of a statement (compiled-cache look-up, parameter dictionaries through
+several layers, result metadata built anew each time) costs several times what SQLite takes to
+run it, on a database thread whose Python competes for the GIL with the event loop. Statements
+here are compiled once per dialect (and set of columns); each set of values becomes one tuple
+passed through the same type conversions SQLAlchemy would apply, and returned columns get
+SQLAlchemy's conversions too. `Bulk` writes many rows (``executemany`` on SQLite; one statement
+over arrays of the values on PostgreSQL); `Prepared` runs once and returns rows. Driver errors
+come as the driver raises them (not wrapped in SQLAlchemy's exceptions).
 
-Only for INSERT and UPDATE statements without RETURNING whose columns have no Python-side
-defaults (those are computed by SQLAlchemy's execution, which this bypasses).
+Only for statements whose columns have no Python-side defaults (those are computed by
+SQLAlchemy's execution, which this bypasses).
 
 `any_of` is the condition "column is one of these values" with all the values in one parameter.
 SQLAlchemy's expanding IN writes one placeholder per value, so every execution renders the

@@ -85,21 +85,26 @@ class Refusal:
     problems: list[Problem] = field(default_factory=list)
 
 
-# Statements built once and executed with parameters: building a statement per request costs
-# more than running it.
-_EARLIER = Prepared(select(
-    notifications.c.token,
-    notifications.c.idempotency_key,
-    notifications.c.request_hash,
-    notifications.c.response_code,
-    notifications.c.response,
-).where(
-    any_of(notifications.c.token, "n_tokens"),
-    any_of(notifications.c.idempotency_key, "n_keys"),
-))
-_TEMPLATES = Prepared(select(
-    templates.c.name, templates.c.text_en, templates.c.text_ru, templates.c.parameters, templates.c.essential
-).where(any_of(templates.c.name, "t_names")))
+# Statements built once and run through the driver (`Prepared`): building a statement per request,
+# or SQLAlchemy's execution of it, costs more than running it.
+_EARLIER = Prepared(
+    select(
+        notifications.c.token,
+        notifications.c.idempotency_key,
+        notifications.c.request_hash,
+        notifications.c.response_code,
+        notifications.c.response,
+    ).where(any_of(notifications.c.token, "n_tokens"), any_of(notifications.c.idempotency_key, "n_keys"))
+)
+_TEMPLATES = Prepared(
+    select(
+        templates.c.name,
+        templates.c.text_en,
+        templates.c.text_ru,
+        templates.c.parameters,
+        templates.c.essential,
+    ).where(any_of(templates.c.name, "t_names"))
+)
 _CUSTOMER_COLUMNS = (
     customers.c.id,
     customers.c.customer_id,
@@ -115,7 +120,7 @@ _RETURNING_KEYS = (notifications.c.token, notifications.c.idempotency_key)
 # On PostgreSQL a concurrent transaction may store the same key between our look-up and our
 # insert: the insert skips it (ON CONFLICT waits for that transaction, then does nothing). On
 # SQLite the transaction holds the write lock from its BEGIN IMMEDIATE, so the look-up cannot be
-# raced and a plain insert does; unlike the dialect's ON CONFLICT form, it is compiled only once.
+# raced and a plain insert does.
 _NOTIFICATION_INSERT = {
     "postgresql": Prepared(
         postgresql.insert(notifications)
