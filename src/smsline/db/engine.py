@@ -104,6 +104,13 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        try:  # lists of values are passed as JSON arrays (db/bulk.py's any_of), read by json_each
+            cursor.execute("SELECT count(*) FROM json_each('[1]')")
+        except Exception as exc:  # sqlite3's or the async driver's OperationalError
+            raise RuntimeError(
+                f"SQLite {sqlite3.sqlite_version}: its JSON functions do not work ({exc}); smsline "
+                "needs SQLite 3.38 or later, or a build with JSON1"
+            ) from exc
         cursor.close()
 
     @event.listens_for(engine, "begin")
