@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from smsline.config import Settings, SmscSettings
@@ -105,3 +105,15 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not reached within {timeout:g}s")
         await asyncio.sleep(0.02)
+
+
+async def waiting_on_a_lock(engine: AsyncEngine) -> bool:
+    """Whether a transaction of this PostgreSQL database is blocked on a lock right now."""
+    async with engine.connect() as probe:
+        waiting = await probe.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+    return bool(waiting)

@@ -7,7 +7,7 @@ import asyncio
 import datetime as dt
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from smsline.config import Settings
@@ -15,7 +15,7 @@ from smsline.db.schema import outbox, outbox_segments
 from smsline.domain.receipts import canonical_message_id
 from smsline.line.outbox import Kind, Priority, outbox_row
 from smsline.line.receipts import ReceiptIn, record_receipts
-from tests.line.conftest import eventually
+from tests.line.conftest import eventually, waiting_on_a_lock
 
 
 def delivered_receipt(message_id: str) -> ReceiptIn:
@@ -55,14 +55,7 @@ async def test_two_parts_receipted_at_once_settle_their_message(
         second = asyncio.ensure_future(second_transaction())
 
         async def second_waits_or_is_done() -> bool:
-            if second.done():
-                return True
-            async with engine.connect() as probe:
-                waiting = await probe.scalar(text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                ))
-            return bool(waiting)
+            return second.done() or await waiting_on_a_lock(engine)
 
         await eventually(second_waits_or_is_done)
         await first.commit()

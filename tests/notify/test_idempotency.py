@@ -10,7 +10,7 @@ import asyncio
 import datetime as dt
 
 from pydantic import SecretStr
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,7 +18,7 @@ from smsline.config import Settings
 from smsline.db.schema import notifications, outbox
 from smsline.notify.notifications import Answer, NotificationRequest, Refusal, queue_notifications
 from smsline.notify.tokens import create_token
-from tests.line.conftest import add_customer, eventually
+from tests.line.conftest import add_customer, eventually, waiting_on_a_lock
 
 
 async def test_the_loser_of_a_race_answers_what_the_winner_answered(
@@ -57,18 +57,7 @@ async def test_the_loser_of_a_race_answers_what_the_winner_answered(
 
         second_task = asyncio.ensure_future(second_transaction())
         if engine.dialect.name == "postgresql":
-
-            async def second_is_blocked() -> bool:
-                async with engine.connect() as probe:
-                    waiting = await probe.scalar(
-                        text(
-                            "SELECT count(*) FROM pg_stat_activity "
-                            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                        )
-                    )
-                return bool(waiting)
-
-            await eventually(second_is_blocked)
+            await eventually(lambda: waiting_on_a_lock(engine))
         await first_conn.commit()
     finally:
         await first_conn.close()

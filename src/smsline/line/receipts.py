@@ -271,9 +271,10 @@ def _settled_multipart(conn: Connection, message_ids: set[int]) -> dict[int, str
     at once, each seeing its own part final and the other's not yet: neither would settle the
     message. So each locks the messages (in id order) after writing its parts and before reading
     them all; the one that gets a lock second reads what the first committed."""
+    ids = {"ids": sorted(message_ids)}
     if conn.dialect.name == "postgresql":
-        _LOCK_MESSAGES.rows(conn, {"ids": sorted(message_ids)})
-    rows = _PARTS.rows(conn, {"ids": sorted(message_ids)})
+        _LOCK_MESSAGES.rows(conn, ids)
+    rows = _PARTS.rows(conn, ids)
     parts: dict[int, list[MessageStatus]] = defaultdict(list)
     expected: dict[int, int] = {}
     for message, status, total in rows:
