@@ -92,6 +92,12 @@ class RustSmsc:
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [event for event in self.events if event["event"] == kind]
 
+    async def all_unbound(self) -> None:
+        """Wait until every bind so far has been reported gone. The process reports events in the
+        order its server yields them, so every submit of a bind has been reported by then; a
+        submit's report may otherwise still be on its way after the ESME has its response."""
+        await self.wait_for(lambda e: e["event"] == "unbound", count=len(self.of("bound")))
+
     async def wait_for(
         self, wanted: Callable[[dict[str, Any]], bool], count: int = 1, timeout: float = TIMEOUT
     ) -> list[dict[str, Any]]:
@@ -243,6 +249,7 @@ async def test_transceiver_binds_and_its_gsm7_submit_arrives_as_sent(rust_smsc: 
                 destination=CUSTOMER, data_coding=0, short_message=gsm7_octets("Code {42} costs 5€"),
             )
         )
+    await rust_smsc.all_unbound()
     [bind] = rust_smsc.of("bound")
     [submit] = rust_smsc.of("submit")
 
@@ -255,7 +262,6 @@ async def test_transceiver_binds_and_its_gsm7_submit_arrives_as_sent(rust_smsc: 
     assert submit["data_coding"] == 0
     assert submit["registered_delivery"] & 0x03 == 1
     assert bytes.fromhex(submit["short_message"]) == b"Code \x1b(42\x1b) costs 5\x1be"
-    await rust_smsc.wait_for(lambda e: e["event"] == "unbound")
 
 
 async def test_transmitter_and_receiver_binds_submit_on_the_transmitter(rust_smsc: RustSmsc) -> None:
@@ -265,6 +271,7 @@ async def test_transmitter_and_receiver_binds_submit_on_the_transmitter(rust_sms
             pdus.submit_sm(source="SCSERV", source_ton=5, source_npi=0, destination=CUSTOMER,
                            data_coding=0, short_message=b"hello")
         )
+    await rust_smsc.all_unbound()
     [submit] = rust_smsc.of("submit")
 
     assert sorted(b["can_receive"] for b in binds) == [False, True]
@@ -381,6 +388,7 @@ async def test_texts_arrive_whole_in_each_long_message_mode(
             await send_text(service.engine, settings, f"+{number}", text)
         service.dispatcher.wake()
         await eventually(lambda: _all_submitted(service.engine, len(TEXTS)), TIMEOUT)
+    await rust_smsc.all_unbound()
 
     for number, text in TEXTS.items():
         submits = [e for e in rust_smsc.of("submit") if e["destination_addr"] == number]
