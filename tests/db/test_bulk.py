@@ -1,15 +1,19 @@
-"""Bulk statements: many rows through the driver's executemany, converted as SQLAlchemy would."""
+"""Bulk and prepared statements: many rows in one statement through the driver, converted as
+SQLAlchemy would."""
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
+import sqlalchemy
 from sqlalchemy import bindparam, event, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from smsline.db.bulk import Bulk, Prepared, any_of
-from smsline.db.schema import outbox
+from smsline.db.migrate import upgrade_database_async
+from smsline.db.schema import outbox, outbox_segments
 from smsline.line.outbox import Kind, Priority, outbox_row
 
 _MARK = Bulk(
@@ -169,3 +173,135 @@ async def test_a_prepared_statement_refuses_an_expanding_in_list(engine: AsyncEn
     async with engine.connect() as conn:
         with pytest.raises(ValueError, match="any_of"):
             await conn.run_sync(lambda sync: expanding.rows(sync, {"ids": [1]}))
+
+
+# -- one statement for many rows, whatever the values ---------------------------------------------
+
+_SEGMENT = Bulk(insert(outbox_segments))
+_DONE = Bulk(
+    update(outbox_segments)
+    .where(outbox_segments.c.message == bindparam("b_message"), outbox_segments.c.seq == bindparam("b_seq"))
+    .values(status=bindparam("b_status"), done_at=bindparam("b_at"))
+)
+_SEGMENTS_OF = Prepared(
+    select(
+        outbox_segments.c.message, outbox_segments.c.seq, outbox_segments.c.smsc_message_id,
+        outbox_segments.c.status, outbox_segments.c.done_at, outbox.c.destination,
+    )
+    .join(outbox, outbox.c.id == outbox_segments.c.message)
+    .where(any_of(outbox_segments.c.message, "ids"))
+)
+
+
+async def _queued(engine: AsyncEngine, count: int) -> list[int]:
+    now = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.UTC)
+    rows = [
+        outbox_row(kind=Kind.DIRECT, priority=Priority.NOTIFICATION, sender="SCSERV",
+                   destination=f"+7916{n:07d}", text="t", language="en", now=now)
+        for n in range(count)
+    ]
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda sync: _ADD.execute(sync, rows))
+        return list((await conn.execute(select(outbox.c.id).order_by(outbox.c.id))).scalars())
+
+
+async def test_many_rows_keep_every_kind_of_value_both_ways(engine: AsyncEngine) -> None:
+    """Text that looks like SQL or JSON, non-ASCII, NULLs, big numbers and times go in and come
+    back exactly, for a thousand rows at once, as SQLAlchemy itself would read them."""
+    ids = await _queued(engine, 1000)
+    odd = ['it\'s "quoted"', "[1, 2]", '{"a": null}', "ё😀\\u0000", "?", "null", ""]
+    at = dt.datetime(2026, 12, 1, 9, 31, 2, 999999, tzinfo=dt.UTC)
+    segments = [
+        {
+            "message": message,
+            "seq": 1 + n % 3,
+            "smsc": "bench",
+            "smsc_message_id": f"{odd[n % len(odd)]}-{n}" if n % 5 else f"{2**62 + n}",
+            "status": "submitted",
+            "submitted_at": at,
+            "done_at": None,
+        }
+        for n, message in enumerate(ids)
+    ]
+    # A NUL character (which SQLite's JSON functions would cut a text at) in another batch.
+    with_nul = [{**segments[n], "seq": 9, "smsc_message_id": f"a\u0000b{n}"} for n in range(2)]
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda sync: _SEGMENT.execute(sync, segments))
+        if engine.dialect.name == "sqlite":  # PostgreSQL text cannot hold a NUL at all
+            await conn.run_sync(lambda sync: _SEGMENT.execute(sync, with_nul))
+            segments += with_nul
+        await conn.run_sync(
+            lambda sync: _DONE.execute(
+                sync,
+                [
+                    {"b_message": s["message"], "b_seq": s["seq"], "b_status": "delivered", "b_at": at}
+                    for s in segments[::2]
+                ],
+            )
+        )
+        found = await conn.run_sync(lambda sync: _SEGMENTS_OF.rows(sync, {"ids": ids}))
+        by_sqlalchemy = (
+            await conn.execute(
+                select(*_SEGMENTS_OF.statement.selected_columns).join(
+                    outbox, outbox.c.id == outbox_segments.c.message
+                )
+            )
+        ).all()
+    assert sorted(found) == sorted(tuple(r) for r in by_sqlalchemy)
+    assert len(found) == len(segments)
+    expected = {
+        (s["message"], s["seq"]): (s["smsc_message_id"], "submitted" if n % 2 else "delivered")
+        for n, s in enumerate(segments)
+    }
+    assert {(m, q): (i, st) for m, q, i, st, _, _ in found} == expected
+    assert {done for *_, done, _ in found} == {None, at}
+
+
+async def test_a_bulk_of_many_rows_is_one_statement_on_sqlite(tmp_path: Path) -> None:
+    """Python's sqlite3 hands the GIL over for every row of an executemany; one statement over a
+    JSON array of the rows is one step."""
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    await upgrade_database_async(url)
+    sync = sqlalchemy.create_engine(url)
+    statements: list[str] = []
+    try:
+        with sync.begin() as conn:
+            conn.connection.dbapi_connection.set_trace_callback(statements.append)  # type: ignore[union-attr]
+            _ADD.execute(conn, [
+                outbox_row(kind=Kind.DIRECT, priority=Priority.NOTIFICATION, sender="SCSERV",
+                           destination=f"+7916{n:07d}", text="t", language="en",
+                           now=dt.datetime.now(dt.UTC))
+                for n in range(300)
+            ])
+            ids = [row[0] for row in _ALL_IDS.rows(conn, {})]
+            _MARK.execute(conn, [{"b_id": i, "b_smsc": "s", "b_at": dt.datetime.now(dt.UTC)} for i in ids])
+            conn.connection.dbapi_connection.set_trace_callback(None)  # type: ignore[union-attr]
+            stored = conn.execute(select(outbox.c.status).distinct()).scalars().all()
+    finally:
+        sync.dispose()
+    assert len(ids) == 300
+    assert stored == ["submitted"]
+    assert len([s for s in statements if "outbox" in s]) == 3  # insert, select, update
+
+
+_ALL_IDS = Prepared(select(outbox.c.id))
+
+
+async def test_values_json_cannot_carry_still_go_in(engine: AsyncEngine) -> None:
+    """SQLite: bytes are written by executemany; a REAL column is read unpacked, exact."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("about SQLite's JSON path; PostgreSQL takes arrays of any type")
+    table = sqlalchemy.Table(
+        "bulk_probe", sqlalchemy.MetaData(),
+        sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True, autoincrement=False),
+        sqlalchemy.Column("blob", sqlalchemy.LargeBinary), sqlalchemy.Column("real", sqlalchemy.Float),
+    )
+    add = Bulk(insert(table))
+    read = Prepared(select(table.c.id, table.c.blob, table.c.real).where(any_of(table.c.id, "ids")))
+    rows = [{"id": n, "blob": bytes([n, 0, 255]), "real": 0.1 + n / 3} for n in range(5)]
+    async with engine.begin() as conn:
+        await conn.run_sync(table.create)
+        await conn.run_sync(lambda sync: add.execute(sync, rows))
+        found = await conn.run_sync(lambda sync: read.rows(sync, {"ids": list(range(5))}))
+        await conn.run_sync(table.drop)
+    assert sorted(found) == [(r["id"], r["blob"], r["real"]) for r in rows]

@@ -5,9 +5,17 @@ several layers, result metadata built anew each time) costs several times what S
 run it, on a database thread whose Python competes for the GIL with the event loop. Statements
 here are compiled once per dialect (and set of columns); each set of values becomes one tuple
 passed through the same type conversions SQLAlchemy would apply, and returned columns get
-SQLAlchemy's conversions too. `Bulk` writes many rows (``executemany`` on SQLite; one statement
-over arrays of the values on PostgreSQL); `Prepared` runs once and returns rows. Driver errors
-come as the driver raises them (not wrapped in SQLAlchemy's exceptions).
+SQLAlchemy's conversions too. `Bulk` writes many rows in one statement (over a JSON array of
+the rows on SQLite, over arrays of the values on PostgreSQL); `Prepared` runs once and returns
+rows (on SQLite, packed into one JSON value). Driver errors come as the driver raises them (not
+wrapped in SQLAlchemy's exceptions).
+
+Why one statement, and one packed row, on SQLite: Python's sqlite3 lets go of the GIL for every
+step of a statement, that is once per row written by ``executemany`` and once per row read. The
+database thread then waits to take the GIL back from the event loop, up to its switch interval
+(5 ms) each time when the loop is busy, which is exactly when the service is sending fastest.
+One statement over a JSON array is one step however many rows it writes, and a select packed
+with ``json_group_array`` is one step however many rows it returns.
 
 Only for statements whose columns have no Python-side defaults (those are computed by
 SQLAlchemy's execution, which this bypasses).
@@ -26,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, String, bindparam
+from sqlalchemy import Select, String, bindparam, func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.compiler import compiles
@@ -36,7 +44,7 @@ from sqlalchemy.sql.dml import Insert, UpdateBase
 from sqlalchemy.sql.elements import BindParameter, ClauseElement
 from sqlalchemy.sql.type_api import TypeEngine
 from sqlalchemy.sql.visitors import InternalTraversal
-from sqlalchemy.types import NullType, TypeDecorator
+from sqlalchemy.types import Float, LargeBinary, NullType, Numeric, TypeDecorator
 
 
 class _Values(TypeDecorator[Iterable[Any]]):
@@ -109,6 +117,7 @@ class _Plan:
     parameters: tuple[_Parameter, ...]
     # Conversions of the returned columns (None: the driver's value as it is).
     results: tuple[Callable[[Any], Any] | None, ...] = ()
+    packed: bool = False  # the rows come as one JSON array of arrays
 
     def row(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         out = []
@@ -156,9 +165,13 @@ def _compile(
 
 
 class Bulk:
-    """``statement`` run with a list of parameter dictionaries: by the driver's executemany on
-    SQLite; on PostgreSQL as one statement over arrays of the values (`_over_arrays`), which the
-    server runs once instead of once per row."""
+    """``statement`` run with a list of parameter dictionaries, as one statement over all the rows:
+    on SQLite over a JSON array of them (`_over_json`), on PostgreSQL over arrays of the values
+    (`_over_arrays`). Statements of another shape, and values JSON cannot carry (bytes), run by
+    the driver's executemany.
+
+    An UPDATE over many rows sets each target row once: rows given twice for one target row
+    must be merged by the caller (which of them wins is not defined)."""
 
     def __init__(self, statement: UpdateBase) -> None:
         self.statement = statement
@@ -173,19 +186,55 @@ class Bulk:
             plan = _compile(self.statement, conn.dialect, keys, many=True)
             if plan.results:
                 raise ValueError("a Bulk statement cannot have RETURNING")
-            postgres = conn.dialect.name == "postgresql"
-            arrays = _over_arrays(self.statement, conn.dialect, plan) if postgres else None
-            planned = self._plans[(conn.dialect.name, keys)] = (plan, arrays)
-        plan, arrays = planned
+            if conn.dialect.name == "postgresql":
+                over = _over_arrays(self.statement, conn.dialect, plan)
+            else:
+                over = _over_json(self.statement, plan)
+            planned = self._plans[(conn.dialect.name, keys)] = (plan, over)
+        plan, over = planned
         values = [plan.row(v) for v in rows]
         cursor = conn.connection.cursor()
         try:
-            if arrays is not None and len(values) > 1:
-                cursor.execute(arrays, tuple(list(column) for column in zip(*values, strict=True)))
-            else:
+            if over is None or len(values) == 1:
                 cursor.executemany(plan.sql, values)
+            elif conn.dialect.name == "postgresql":
+                cursor.execute(over, tuple(list(column) for column in zip(*values, strict=True)))
+            else:
+                try:
+                    packed = json.dumps(values, ensure_ascii=False, allow_nan=False)
+                except (TypeError, ValueError):  # bytes, or a float JSON has no word for
+                    packed = None
+                # SQLite's ->> ends a text at a NUL character: such rows go as they are.
+                if packed is None or "\\u0000" in packed:
+                    cursor.executemany(plan.sql, values)
+                else:
+                    cursor.execute(over, (packed,))
         finally:
             cursor.close()
+
+
+def _over_json(statement: UpdateBase, plan: _Plan) -> str | None:
+    """The SQLite statement rewritten to take its rows as one JSON array of arrays of the
+    parameters, read with json_each: ``INSERT ... SELECT ... FROM (...)``, ``UPDATE ... FROM
+    (...) WHERE``. None when the statement is not of a shape rewritten here."""
+    count = len(plan.parameters)
+    if "'" in plan.sql or '"' in plan.sql or plan.sql.count("?") != count:
+        return None  # a "?" that is not a placeholder, or quoted names: not rewritten
+    numbers = iter(range(1, count + 1))
+    body = re.sub(r"\?", lambda _: f"b.p{next(numbers)}", plan.sql)
+    source = (
+        "(SELECT " + ", ".join(f"value ->> {i - 1} AS p{i}" for i in range(1, count + 1))
+        + " FROM json_each(?)) AS b"
+    )
+    if isinstance(statement, Insert):
+        head, values_kw, rest = body.partition(" VALUES (")
+        if not values_kw or not rest.endswith(")") or "(" in rest[:-1]:
+            return None
+        return f"{head} SELECT {rest[:-1]} FROM {source}"
+    head, where_kw, rest = body.partition(" WHERE ")
+    if not where_kw or not head.startswith("UPDATE ") or " RETURNING " in rest:
+        return None
+    return f"{head} FROM {source} WHERE {rest}"
 
 
 # A PostgreSQL placeholder as SQLAlchemy's asyncpg dialect writes it: $n, with the cast it adds.
@@ -226,12 +275,18 @@ class Prepared:
     and the rows it returns as tuples with SQLAlchemy's conversions of their columns. SQLAlchemy's
     own execution of a statement costs several times what SQLite takes to run it.
 
+    On SQLite a SELECT comes back as one row holding all of them (``json_group_array``), read
+    in one step. That keeps its rows but not their order, so a SELECT with ORDER BY is packed
+    only when ``any_order`` says its caller wants the set of rows it picks (ORDER BY with LIMIT)
+    and not their order; results with REAL or BLOB columns, which JSON would alter, never are.
+
     For statements without expanding IN parameters (use `any_of`) and whose columns have no
     Python-side defaults."""
 
-    def __init__(self, statement: Select[Any] | UpdateBase) -> None:
+    def __init__(self, statement: Select[Any] | UpdateBase, *, any_order: bool = False) -> None:
         self.statement = statement
         self._inserts = isinstance(statement, Insert)
+        self._packed = _packed(statement, any_order)
         self._plans: dict[tuple[str, tuple[str, ...] | None], _Plan] = {}
 
     def rows(self, conn: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
@@ -239,7 +294,13 @@ class Prepared:
         cursor = conn.connection.cursor()
         try:
             cursor.execute(plan.sql, plan.row(values))
-            return plan.converted(cursor.fetchall()) if plan.results else []
+            if not plan.results:
+                return []
+            if plan.packed:
+                row = cursor.fetchone()
+                assert row is not None  # an aggregate returns one row
+                return plan.converted(json.loads(row[0]))
+            return plan.converted(cursor.fetchall())
         finally:
             cursor.close()
 
@@ -268,7 +329,29 @@ class Prepared:
         keys = tuple(values) if self._inserts else None
         plan = self._plans.get((conn.dialect.name, keys))
         if plan is None:
-            plan = self._plans[(conn.dialect.name, keys)] = _compile(
-                self.statement, conn.dialect, keys, many=False
-            )
+            if self._packed is not None and conn.dialect.name == "sqlite":
+                plan = _compile(self._packed, conn.dialect, keys, many=False)
+                # The packed statement returns one JSON text; its rows get the inner columns'
+                # conversions.
+                inner = _compile(self.statement, conn.dialect, keys, many=False)
+                plan = _Plan(plan.sql, plan.parameters, inner.results, packed=True)
+            else:
+                plan = _compile(self.statement, conn.dialect, keys, many=False)
+            self._plans[(conn.dialect.name, keys)] = plan
         return plan
+
+
+_NOT_PACKED = (Float, Numeric, LargeBinary)
+
+
+def _packed(statement: Select[Any] | UpdateBase, any_order: bool) -> Select[Any] | None:
+    """The SELECT returning ``statement``'s rows as one JSON array of arrays (SQLite), or None
+    when they are not to be packed."""
+    if not isinstance(statement, Select):
+        return None
+    if statement._order_by_clauses and not any_order:
+        return None
+    if any(isinstance(c.type, _NOT_PACKED) for c in statement.selected_columns):
+        return None
+    inner = statement.subquery()
+    return select(func.json_group_array(func.json_array(*inner.c)))

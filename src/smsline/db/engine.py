@@ -255,16 +255,19 @@ class Database:
         self._start_thread()
         return await future
 
-    def submit(self, work: BatchWork[Item, R], item: Item) -> asyncio.Future[R]:
+    def submit(
+        self, work: BatchWork[Item, R], item: Item, *, loop: asyncio.AbstractEventLoop | None = None
+    ) -> asyncio.Future[R]:
         """Queue ``item`` for ``work``; the future has its result once the transaction that
-        stored it has committed. Call from the event loop."""
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        stored it has committed. Call from the event loop; a caller that submits for every
+        message passes it as ``loop`` (looking it up makes a system call)."""
+        future: asyncio.Future[R] = (loop or asyncio.get_running_loop()).create_future()
         if self._sync is None:
             self._check_open()
             self._batched.setdefault(work, []).append((item, future))
             if self._runners.get(work, 0) < POSTGRES_RUNNERS_PER_WORK:
                 self._runners[work] = self._runners.get(work, 0) + 1
-                task = asyncio.get_running_loop().create_task(self._run_batches(work))
+                task = future.get_loop().create_task(self._run_batches(work))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             return future

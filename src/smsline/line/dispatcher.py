@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.dml import Update
 
 from smsline import metrics
@@ -116,18 +117,23 @@ def worker_is_gone(worker: str) -> bool:
     return False
 
 
-def _claim_statement(postgres: bool, halting: bool) -> Update:
-    """Take up to ``c_limit`` due queued rows, most urgent first, for this worker (skipping the
-    campaigns in ``c_halted``). Built once per variant: building it per claim cost more than
-    running it."""
+def _due(halting: bool) -> ColumnElement[bool]:
+    """Queued rows whose time has come (``c_now``), not of the campaigns in ``c_halted``."""
     due = or_(outbox.c.not_before.is_(None), outbox.c.not_before <= bindparam("c_now"))
     if halting:
         due = due & or_(
             outbox.c.campaign.is_(None), outbox.c.campaign.not_in(bindparam("c_halted", expanding=True))
         )
+    return (outbox.c.status == "queued") & due
+
+
+def _claim_statement(postgres: bool, halting: bool) -> Update:
+    """Take up to ``c_limit`` due queued rows, most urgent first, for this worker (skipping the
+    campaigns in ``c_halted``). Built once per variant: building it per claim cost more than
+    running it."""
     pick = (
         select(outbox.c.id)
-        .where(outbox.c.status == "queued", due)
+        .where(_due(halting))
         .order_by(outbox.c.priority, outbox.c.id)
         .limit(bindparam("c_limit"))
     )
@@ -146,9 +152,29 @@ def _claim_statement(postgres: bool, halting: bool) -> Update:
     )
 
 
-_CLAIM = {(pg, halting): _claim_statement(pg, halting) for pg in (False, True) for halting in (False, True)}
+_CLAIM_HALTING = {pg: _claim_statement(pg, halting=True) for pg in (False, True)}
 # The usual claim (no campaign halted), run through the driver: it returns hundreds of rows.
-_CLAIM_ANY = {pg: Prepared(_CLAIM[(pg, False)]) for pg in (False, True)}
+# On PostgreSQL one UPDATE ... RETURNING. On SQLite, where the transaction holds the only write
+# lock, a SELECT of the rows read in one step (see db/bulk.py) and an UPDATE of their ids: an
+# UPDATE ... RETURNING there is one step, one wait for the GIL, per row.
+_CLAIM_ANY = Prepared(_claim_statement(postgres=True, halting=False))
+_PICK = Prepared(
+    select(*CLAIMED_COLUMNS)
+    .where(_due(halting=False))
+    .order_by(outbox.c.priority, outbox.c.id)
+    .limit(bindparam("c_limit")),
+    any_order=True,
+)
+_TAKE = Prepared(
+    update(outbox)
+    .where(any_of(outbox.c.id, "c_ids"))
+    .values(
+        status="sending",
+        claimed_by=bindparam("c_worker"),
+        claimed_until=bindparam("c_until"),
+        sending_at=bindparam("c_now"),
+    )
+)
 
 
 def _claimed(row: Sequence[Any]) -> OutboxItem:
@@ -196,6 +222,9 @@ class Dispatcher:
         self._record_cap = UNRECORDED_PER_WINDOW_SLOT * (sum(c.settings.window for c in self.connectors) or 1)
         self._stopping = False
         self._more_queued = True
+        # Looked up once when `run` starts: asyncio.get_running_loop() makes a system call
+        # (getpid) each time, and a submit is started per message.
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Campaigns paused or cancelled: their rows are neither claimed nor submitted.
         self._halted: frozenset[int] = frozenset()
         for c in self.connectors:
@@ -231,6 +260,7 @@ class Dispatcher:
         self._wake_fill.set()
 
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         loops = [self._fill_loop(), self._send_loop(), self._housekeeping()]
         await asyncio.gather(*loops)
 
@@ -330,10 +360,16 @@ class Dispatcher:
                 "c_worker": self.worker_id,
                 "c_until": now + dt.timedelta(seconds=CLAIM_SECONDS),
             }
-            if not halted:
-                return [_claimed(row) for row in _CLAIM_ANY[self.db.is_postgres].rows(conn, parameters)]
-            parameters["c_halted"] = halted
-            return [_claimed(row) for row in conn.execute(_CLAIM[(self.db.is_postgres, True)], parameters)]
+            if halted:
+                parameters["c_halted"] = halted
+                claim = _CLAIM_HALTING[self.db.is_postgres]
+                return [_claimed(row) for row in conn.execute(claim, parameters)]
+            if self.db.is_postgres:
+                return [_claimed(row) for row in _CLAIM_ANY.rows(conn, parameters)]
+            rows = _PICK.rows(conn, {"c_now": now, "c_limit": limit})
+            if rows:
+                _TAKE.run(conn, {**parameters, "c_ids": [row[0] for row in rows]})
+            return [_claimed(row) for row in rows]
 
         items = await self.db.run(claim)
         items.sort()
@@ -430,7 +466,7 @@ class Dispatcher:
                 self._start_preparing(item)
                 continue
             self._busy[connector.name] += 1
-            task = asyncio.get_running_loop().create_task(self._send(item, connector))
+            task = (self._loop or asyncio.get_running_loop()).create_task(self._send(item, connector))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         metrics.queue_depth.set(len(self._ready))
@@ -556,7 +592,7 @@ class Dispatcher:
     # -- recording ------------------------------------------------------------------------------
 
     def _record_outcome(self, outcome: Outcome) -> None:
-        future = self.db.submit(self.record, outcome)
+        future = self.db.submit(self.record, outcome, loop=self._loop)
         self._recording.add(future)
         future.add_done_callback(partial(self._recorded, outcome))
 

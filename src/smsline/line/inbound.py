@@ -190,7 +190,7 @@ class InboundWriter:
         delivery = Delivery(smsc, session, pdu, dt.datetime.now(dt.UTC), time.monotonic())
         try:
             parsed = parse_delivery(delivery, self.settings.default_region)
-            future = self.db.submit(self.write, parsed)
+            future = self.db.submit(self.write, parsed, loop=session.loop)
         except Exception:
             log.exception("could not take a deliver_sm; answering with a temporary error")
             self._answer_failed(delivery)

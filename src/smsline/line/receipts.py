@@ -248,7 +248,9 @@ SegmentChange = tuple[int, int, str, int]  # message, seq, status the receipt ga
 def apply_segment_statuses(conn: Connection, changes: list[SegmentChange], now: dt.datetime) -> None:
     """Record what receipts said about segments and settle their messages: a one-part message
     takes its receipt's status at once, a multipart one the aggregate of its parts."""
-    final = [c for c in changes if c[2] != "submitted"]
+    # One change per segment (a later receipt of a segment in the same batch wins): the
+    # statements below set each row once.
+    final = list({(c[0], c[1]): c for c in changes if c[2] != "submitted"}.values())
     if not final:
         return
     _SEGMENT_DONE.execute(

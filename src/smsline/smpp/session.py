@@ -65,7 +65,10 @@ class Session(asyncio.Protocol):
         self._slots = asyncio.Semaphore(window)
         self._writable = asyncio.Event()
         self._writable.set()
-        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # The loop the session runs on, looked up once: asyncio.get_running_loop() makes a
+        # system call (getpid) each time, and a request is made per submit_sm.
+        self.loop = asyncio.get_running_loop()
+        self._closed: asyncio.Future[None] = self.loop.create_future()
         self._last_read = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
         self.close_reason: str | None = None
@@ -199,7 +202,7 @@ class Session(asyncio.Protocol):
             return
         self._outgoing.append(pdus.encode(pdu))
         if len(self._outgoing) == 1:
-            asyncio.get_running_loop().call_soon(self._flush_outgoing)
+            self.loop.call_soon(self._flush_outgoing)
 
     def _flush_outgoing(self) -> None:
         if not self._outgoing:
@@ -244,7 +247,7 @@ class Session(asyncio.Protocol):
             self._sequence = itertools.count(2)
             sequence = 1
         pdu.seqNum = sequence
-        future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Pdu] = self.loop.create_future()
         self._pending[sequence] = (future, time.monotonic() + self.response_timeout)
         try:
             self._write(pdu)
