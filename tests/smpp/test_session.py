@@ -190,6 +190,32 @@ async def test_responses_are_matched_by_sequence_and_the_window_bounds_outstandi
     assert client.session.free_slots == 2
 
 
+async def test_a_request_cancelled_while_waiting_for_a_slot_neither_goes_out_nor_keeps_a_slot(
+    connect: Connect,
+) -> None:
+    client, peer = await connect(window=1)
+    first = spawn(client.session.request(submit()))
+    waiting = [spawn(client.session.request(submit())) for _ in range(2)]
+    sent = await peer.read()
+    assert await peer.nothing_within()
+    waiting[0].cancel()  # gives up while the window is full
+    peer.send(pdus.submit_sm_resp(sent, message_id="m1"))
+    assert pdus.str_param(await first, "message_id") == "m1"
+
+    # The freed slot goes to the one still waiting, not to the cancelled one.
+    second = await peer.read()
+    assert await peer.nothing_within(), "the cancelled request went out"
+    peer.send(pdus.submit_sm_resp(second, message_id="m2"))
+    assert pdus.str_param(await waiting[1], "message_id") == "m2"
+    assert waiting[0].cancelled()
+    assert client.session.free_slots == 1
+
+    # And the slot is free again for the next request.
+    third = spawn(client.session.request(submit()))
+    peer.send(pdus.submit_sm_resp(await peer.read(), message_id="m3"))
+    assert pdus.str_param(await third, "message_id") == "m3"
+
+
 async def test_frames_split_across_reads_and_coalesced_in_one_are_all_handled(connect: Connect) -> None:
     client, peer = await connect()
     first = spawn(client.session.request(submit()))

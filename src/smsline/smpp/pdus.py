@@ -14,7 +14,7 @@ from typing import Any
 
 from smpp.pdu import constants, operations, pdu_types
 from smpp.pdu.error import PDUParseError
-from smpp.pdu.pdu_encoding import DataCodingEncoder, PDUEncoder
+from smpp.pdu.pdu_encoding import DataCodingEncoder, PDUEncoder, RegisteredDeliveryEncoder
 
 Pdu = Any  # smpp.pdu3's PDU objects are untyped
 
@@ -47,6 +47,7 @@ NPI_ISDN = 1
 
 _encoder = PDUEncoder()
 _data_coding = DataCodingEncoder()
+_registered_delivery = RegisteredDeliveryEncoder()
 _status_by_value = {value: name for name, value in constants.command_status_name_map.items()}
 _ton_by_value = {value: name for name, value in constants.addr_ton_name_map.items()}
 _npi_by_value = {value: name for name, value in constants.addr_npi_name_map.items()}
@@ -625,6 +626,27 @@ def _encode_tlv(tag: int, kind: int, value: Any) -> bytes:
     return _TLV_INT1.pack(tag, 1, _MESSAGE_STATE_VALUE[id(value)])
 
 
+def _registered_value(registered: Any) -> int:
+    if type(registered) is not _RegisteredDelivery:
+        raise _Unsupported
+    receipt, acks, intermediate = registered
+    delivery: int = _RECEIPT_VALUE[id(receipt)]
+    for ack in acks:
+        delivery |= _ACK_VALUE[id(ack)]
+    return delivery | 0x10 if intermediate else delivery
+
+
+def registered_delivery_of(pdu: Pdu) -> int:
+    """The octet of a submit_sm's registered_delivery field (0 when it has none)."""
+    registered = pdu.params.get("registered_delivery")
+    if registered is None:
+        return 0
+    try:
+        return _registered_value(registered)
+    except _FALLBACK_ERRORS:  # a value the tables do not hold: the codec's own encoding
+        return int(_registered_delivery.encode(registered)[0])
+
+
 def _encode_sm(params: dict[str, Any], tlvs: tuple[tuple[str, int, int], ...]) -> bytes:
     (
         service_type, source_ton, source_npi, source_addr, dest_ton, dest_npi, destination_addr,
@@ -657,16 +679,7 @@ def _encode_sm(params: dict[str, Any], tlvs: tuple[tuple[str, int, int], ...]) -
         esm = _ESM_MODE_VALUE[id(mode)] | _ESM_TYPE_VALUE[id(kind)]
         for feature in features:
             esm |= _ESM_FEATURE_VALUE[id(feature)]
-    delivery = 0
-    if registered is not None:
-        if type(registered) is not _RegisteredDelivery:
-            raise _Unsupported
-        receipt, acks, intermediate = registered
-        delivery = _RECEIPT_VALUE[id(receipt)]
-        for ack in acks:
-            delivery |= _ACK_VALUE[id(ack)]
-        if intermediate:
-            delivery |= 0x10
+    delivery = 0 if registered is None else _registered_value(registered)
     fixed = _SM_FIXED.pack(
         esm,
         _int(protocol_id, 0xFF),

@@ -10,6 +10,7 @@ hung peer, and the session closes so its owner can reconnect.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -34,6 +35,40 @@ class SessionClosed(ConnectionError):
 
 class ResponseTimeout(TimeoutError):
     """The peer did not answer a request in time."""
+
+
+class _Window:
+    """The slots of a session's window, handed out in the order they were asked for.
+
+    An asyncio.Semaphore does the same, but its acquire looks through all its waiters on every
+    call; a submit_sm takes a slot per message, thousands of times a second."""
+
+    def __init__(self, size: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.free = size
+        self._loop = loop
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> None:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the slot was handed over just as the wait was cancelled
+            raise
+
+    def release(self) -> None:
+        """Give the slot to the first waiter still waiting, else back to the free ones."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
 
 
 class Session(asyncio.Protocol):
@@ -62,13 +97,13 @@ class Session(asyncio.Protocol):
         self._outgoing: list[bytes] = []
         self._sequence = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[Pdu], float]] = {}
-        self._slots = asyncio.Semaphore(window)
         self._writable = asyncio.Event()
         self._writable.set()
         # The loop the session runs on, looked up once: asyncio.get_running_loop() makes a
         # system call (getpid) each time, and a request is made per submit_sm.
         self.loop = asyncio.get_running_loop()
         self._closed: asyncio.Future[None] = self.loop.create_future()
+        self._slots = _Window(window, self.loop)
         self._last_read = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
         self.close_reason: str | None = None

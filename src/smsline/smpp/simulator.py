@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import heapq
 import itertools
@@ -27,11 +28,10 @@ import socket
 import time
 from collections.abc import Callable, Collection, Generator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from smpp.pdu import constants
-from smpp.pdu.pdu_encoding import RegisteredDeliveryEncoder
 
 from smsline.config import LongMessageMode
 from smsline.domain.gsm7 import encode_gsm7, is_gsm7
@@ -60,7 +60,6 @@ _ENCODING_NAMES = {0: "gsm7", 1: "ascii", 3: "latin1", 8: "ucs2"}
 _SINGLE_OCTETS = 140
 MO_HEADER_OCTETS: dict[LongMessageMode, int] = {"udh8": 6, "udh16": 7, "sar": 0, "payload": 0}
 _MAX_PARTS = 255
-_registered_delivery = RegisteredDeliveryEncoder()
 
 
 def digits(number: str) -> str:
@@ -312,6 +311,7 @@ class Simulator:
         self._handset_mr: dict[str, int] = {}
         self._lose_responses = 0
         self._change = asyncio.Event()
+        self._watchers = 0
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._attempts: set[asyncio.Task[None]] = set()
@@ -645,16 +645,20 @@ class Simulator:
     # -- waiting ------------------------------------------------------------------------------
 
     def _changed(self) -> None:
-        self._change.set()
-        self._change = asyncio.Event()
+        if self._watchers:  # a new event per submit only when someone waits for one
+            self._change.set()
+            self._change = asyncio.Event()
 
     async def _wait_until(self, ready: Callable[[], bool], timeout: float) -> bool:
+        self._watchers += 1
         try:
             async with asyncio.timeout(timeout):
                 while not ready():
                     await self._change.wait()
         except TimeoutError:
             return False
+        finally:
+            self._watchers -= 1
         return True
 
     def _messages_to(self, destination: str | None, after: int = 0) -> list[ReceivedSms]:
@@ -794,13 +798,13 @@ class Simulator:
         return reference
 
     def _enqueue_receipt(self, record: SubmittedPdu, receipt_id: str, delay: float) -> int:
-        submitted = record.received_wall.astimezone()
-        done = submitted + timedelta(seconds=delay)
+        submitted = record.received_wall.timestamp()
         snippet = decode_payload(record.data_coding, _user_data(record))[:20]
-        snippet = "".join(char if is_gsm7(char) else "?" for char in snippet)
+        if not is_gsm7(snippet):
+            snippet = "".join(char if is_gsm7(char) else "?" for char in snippet)
         text = (
-            f"id:{receipt_id} sub:001 dlvrd:001 submit date:{submitted:%y%m%d%H%M} "
-            f"done date:{done:%y%m%d%H%M} stat:DELIVRD err:000 text:{snippet}"
+            f"id:{receipt_id} sub:001 dlvrd:001 submit date:{_receipt_date(submitted)} "
+            f"done date:{_receipt_date(submitted + delay)} stat:DELIVRD err:000 text:{snippet}"
         )
         content = _DeliverContent(
             source=digits(record.destination),
@@ -934,6 +938,17 @@ class Simulator:
 # -- helpers ----------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4)
+def _receipt_minute(minute: int) -> str:
+    return time.strftime("%y%m%d%H%M", time.localtime(minute * 60))
+
+
+def _receipt_date(timestamp: float) -> str:
+    """A receipt's date (YYMMDDhhmm, the SMSC's local time), formatted once per minute: at full
+    speed the simulator writes thousands of them a second."""
+    return _receipt_minute(int(timestamp // 60))
+
+
 def _render_id(number: int, fmt: IdFormat) -> str:
     return f"{number:X}" if fmt == "hex" else str(number)
 
@@ -954,7 +969,6 @@ def _npi_value(member: Any) -> int:
 
 def _submitted(pdu: Pdu, *, message_id: str, system_id: str) -> SubmittedPdu:
     params = pdu.params
-    registered = params.get("registered_delivery")
     payload = params.get("message_payload")
     short = params.get("short_message")
     return SubmittedPdu(
@@ -968,7 +982,7 @@ def _submitted(pdu: Pdu, *, message_id: str, system_id: str) -> SubmittedPdu:
         dest_npi=_npi_value(params.get("dest_addr_npi")),
         data_coding=pdus.data_coding_of(pdu),
         udhi=pdus.has_udhi(pdu),
-        registered_delivery=0 if registered is None else _registered_delivery.encode(registered)[0],
+        registered_delivery=pdus.registered_delivery_of(pdu),
         short_message=bytes(short) if short else b"",
         message_payload=None if payload is None else bytes(payload),
         sar=pdus.sar_of(pdu),
