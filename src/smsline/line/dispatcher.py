@@ -540,7 +540,7 @@ class Dispatcher:
                     bodies.append((udh + part, True, None, None))
         ids: list[str] = []
         for short_message, udhi, sar, payload in bodies:
-            pdu = pdus.submit_sm(
+            pdu = pdus.submit_sm_encoded(
                 source=item.sender.lstrip("+"),
                 source_ton=source_ton,
                 source_npi=source_npi,

@@ -76,6 +76,8 @@ def parse_header(data: bytes | bytearray | memoryview, offset: int = 0) -> Heade
 
 
 def encode(pdu: Pdu) -> bytes:
+    if type(pdu) is EncodedRequest:
+        return HEADER.pack(HEADER_LEN + len(pdu.body), pdu.command_id, 0, pdu.seqNum) + pdu.body
     data = _fast_encode(pdu)
     return data if data is not None else _codec_encode(pdu)
 
@@ -115,7 +117,8 @@ def _codec_decode(data: bytes) -> Pdu:
 
 
 def status_of(pdu: Pdu) -> int:
-    return int(constants.command_status_name_map[pdu.status.name])
+    value = _STATUS_VALUE.get(id(pdu.status))  # an Enum's .name is a slow property
+    return value if value is not None else int(constants.command_status_name_map[pdu.status.name])
 
 
 def status_enum(value: int) -> Any:
@@ -130,7 +133,8 @@ def status_name(value: int) -> str:
 
 
 def command_name(pdu: Pdu) -> str:
-    return str(pdu.id.name)
+    name = _COMMAND_NAMES.get(id(pdu.id))
+    return name if name is not None else str(pdu.id.name)
 
 
 def is_response(pdu: Pdu) -> bool:
@@ -284,6 +288,93 @@ def submit_sm(
         short_message=b"" if message_payload is not None else short_message,
         **optional,
     )
+
+
+class EncodedRequest:
+    """A request already encoded but for its header, where the codec's PDU object would only be
+    built to be encoded: the dispatcher's submit_sm, one per message. A session sends it like any
+    other PDU (it sets ``seqNum``); ``command_name`` works on it, its fields are not read back."""
+
+    __slots__ = ("body", "command_id", "id", "seqNum")
+
+    def __init__(self, command: Any, body: bytes) -> None:
+        self.id = command
+        self.command_id: int = constants.command_id_name_map[command.name]
+        self.body = body
+        self.seqNum = 0
+
+
+def submit_sm_encoded(
+    *,
+    source: str,
+    source_ton: int,
+    source_npi: int,
+    destination: str,
+    data_coding: int,
+    short_message: bytes,
+    udhi: bool = False,
+    registered_delivery: bool = True,
+    sar: Sar | None = None,
+    message_payload: bytes | None = None,
+) -> EncodedRequest:
+    """`submit_sm` with the same arguments, encoded at once to exactly the same octets."""
+    command = CommandId.submit_sm
+    try:
+        source_octets = source.encode("ascii")
+        destination_octets = destination.encode("ascii")
+        if message_payload is not None:
+            short_message = b""
+        if len(source_octets) > 20 or len(destination_octets) > 20 or len(short_message) > 254:
+            raise _Unsupported
+        if b"\0" in source_octets or b"\0" in destination_octets:
+            raise _Unsupported
+        fixed = _SM_FIXED.pack(
+            0x40 if udhi else 0,  # esm_class: default mode and type, UDHI as asked
+            0,  # protocol_id
+            0,  # priority_flag
+            0,  # schedule_delivery_time: empty
+            0,  # validity_period: empty
+            1 if registered_delivery else 0,
+            0,  # replace_if_present_flag
+            _int(data_coding, 0xFF),
+            0,  # sm_default_msg_id
+            len(short_message),
+        )
+        parts = [
+            b"\0",  # service_type: empty
+            _ADDRESS_TYPE.pack(_int(source_ton, 0xFF), _int(source_npi, 0xFF))[1:],
+            source_octets,
+            _ADDRESS_TYPE.pack(1, 1),  # destination: international, ISDN
+            destination_octets,
+            fixed,
+            short_message,
+        ]
+        optional: list[tuple[str, Any]] = []
+        if sar is not None:
+            optional += [
+                ("sar_msg_ref_num", sar.reference),
+                ("sar_total_segments", sar.total),
+                ("sar_segment_seqnum", sar.seq),
+            ]
+        if message_payload is not None:
+            optional.append(("message_payload", message_payload))
+        if optional:
+            values = dict(optional)
+            for name, tag, kind in _ENCODE_TLVS[_SubmitSM]:  # in the codec's order
+                if name in values:
+                    parts.append(_encode_tlv(tag, kind, values.pop(name)))
+            if values:
+                raise _Unsupported
+        body = b"".join(parts)
+    except _FALLBACK_ERRORS:  # anything unusual: the codec's own encoding (or its error)
+        pdu = submit_sm(
+            source=source, source_ton=source_ton, source_npi=source_npi, destination=destination,
+            data_coding=data_coding, short_message=short_message, udhi=udhi,
+            registered_delivery=registered_delivery, sar=sar, message_payload=message_payload,
+        )
+        pdu.seqNum = 1
+        body = encode(pdu)[HEADER_LEN:]
+    return EncodedRequest(command, body)
 
 
 def submit_sm_resp(request: Pdu, *, status: int = ESME_ROK, message_id: str = "") -> Pdu:
@@ -466,6 +557,7 @@ _STATUS_VALUE: dict[int, int] = {
     for name, value in constants.command_status_name_map.items()
     if value >= 0
 }
+_COMMAND_NAMES: dict[int, str] = {id(member): member.name for member in CommandId}
 _STATUS_SMPP_EXTENSION = getattr(CommandStatus, constants.command_status_value_map[-1]["name"])
 _STATUS_VENDOR_SPECIFIC = getattr(CommandStatus, constants.command_status_value_map[-2]["name"])
 _STATUS_RESERVED = getattr(CommandStatus, constants.command_status_value_map[-3]["name"])
