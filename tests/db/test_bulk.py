@@ -168,6 +168,11 @@ async def test_prepared_statements_convert_values_both_ways_like_sqlalchemy(engi
     assert by_sqlalchemy == found[0][1]
 
 
+def test_only_a_select_can_be_packed() -> None:
+    with pytest.raises(ValueError, match="SELECT"):
+        Prepared(update(outbox).values(attempts=0), packed=True)
+
+
 async def test_a_prepared_statement_refuses_an_expanding_in_list(engine: AsyncEngine) -> None:
     expanding = Prepared(select(outbox.c.id).where(outbox.c.id.in_(bindparam("ids", expanding=True))))
     async with engine.connect() as conn:
@@ -189,7 +194,8 @@ _SEGMENTS_OF = Prepared(
         outbox_segments.c.status, outbox_segments.c.done_at, outbox.c.destination,
     )
     .join(outbox, outbox.c.id == outbox_segments.c.message)
-    .where(any_of(outbox_segments.c.message, "ids"))
+    .where(any_of(outbox_segments.c.message, "ids")),
+    packed=True,
 )
 
 
@@ -284,7 +290,7 @@ async def test_a_bulk_of_many_rows_is_one_statement_on_sqlite(tmp_path: Path) ->
     assert len([s for s in statements if "outbox" in s]) == 3  # insert, select, update
 
 
-_ALL_IDS = Prepared(select(outbox.c.id))
+_ALL_IDS = Prepared(select(outbox.c.id), packed=True)
 
 
 async def test_values_json_cannot_carry_still_go_in(engine: AsyncEngine) -> None:
@@ -297,7 +303,9 @@ async def test_values_json_cannot_carry_still_go_in(engine: AsyncEngine) -> None
         sqlalchemy.Column("blob", sqlalchemy.LargeBinary), sqlalchemy.Column("real", sqlalchemy.Float),
     )
     add = Bulk(insert(table))
-    read = Prepared(select(table.c.id, table.c.blob, table.c.real).where(any_of(table.c.id, "ids")))
+    read = Prepared(
+        select(table.c.id, table.c.blob, table.c.real).where(any_of(table.c.id, "ids")), packed=True
+    )
     rows = [{"id": n, "blob": bytes([n, 0, 255]), "real": 0.1 + n / 3} for n in range(5)]
     async with engine.begin() as conn:
         await conn.run_sync(table.create)

@@ -275,18 +275,18 @@ class Prepared:
     and the rows it returns as tuples with SQLAlchemy's conversions of their columns. SQLAlchemy's
     own execution of a statement costs several times what SQLite takes to run it.
 
-    On SQLite a SELECT comes back as one row holding all of them (``json_group_array``), read
-    in one step. That keeps its rows but not their order, so a SELECT with ORDER BY is packed
-    only when ``any_order`` says its caller wants the set of rows it picks (ORDER BY with LIMIT)
-    and not their order; results with REAL or BLOB columns, which JSON would alter, never are.
+    ``packed``, for a SELECT that returns many rows: on SQLite they come back as one row holding
+    all of them (``json_group_array``), read in one step instead of one per row. Their order is
+    not kept (the caller sorts what needs sorting); for a few rows the JSON costs more than the
+    steps it saves. Results with REAL or BLOB columns, which JSON would alter, are never packed.
 
     For statements without expanding IN parameters (use `any_of`) and whose columns have no
     Python-side defaults."""
 
-    def __init__(self, statement: Select[Any] | UpdateBase, *, any_order: bool = False) -> None:
+    def __init__(self, statement: Select[Any] | UpdateBase, *, packed: bool = False) -> None:
         self.statement = statement
         self._inserts = isinstance(statement, Insert)
-        self._packed = _packed(statement, any_order)
+        self._packed = _packed(statement) if packed else None
         self._plans: dict[tuple[str, tuple[str, ...] | None], _Plan] = {}
 
     def rows(self, conn: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
@@ -344,13 +344,11 @@ class Prepared:
 _NOT_PACKED = (Float, Numeric, LargeBinary)
 
 
-def _packed(statement: Select[Any] | UpdateBase, any_order: bool) -> Select[Any] | None:
+def _packed(statement: Select[Any] | UpdateBase) -> Select[Any] | None:
     """The SELECT returning ``statement``'s rows as one JSON array of arrays (SQLite), or None
-    when they are not to be packed."""
+    when they cannot be packed."""
     if not isinstance(statement, Select):
-        return None
-    if statement._order_by_clauses and not any_order:
-        return None
+        raise ValueError("only a SELECT can be packed")
     if any(isinstance(c.type, _NOT_PACKED) for c in statement.selected_columns):
         return None
     inner = statement.subquery()

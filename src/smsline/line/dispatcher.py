@@ -163,7 +163,7 @@ _PICK = Prepared(
     .where(_due(halting=False))
     .order_by(outbox.c.priority, outbox.c.id)
     .limit(bindparam("c_limit")),
-    any_order=True,
+    packed=True,
 )
 _TAKE = Prepared(
     update(outbox)

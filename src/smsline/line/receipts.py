@@ -93,7 +93,8 @@ _LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 _SEEN = Prepared(
     select(receipts.c.dedupe_key).where(
         receipts.c.smsc == bindparam("smsc"), any_of(receipts.c.smsc_message_id, "ids")
-    )
+    ),
+    packed=True,
 )
 _SEGMENTS = Prepared(
     select(
@@ -103,7 +104,8 @@ _SEGMENTS = Prepared(
     .where(
         outbox_segments.c.smsc == bindparam("smsc"),
         any_of(outbox_segments.c.smsc_message_id, "ids"),
-    )
+    ),
+    packed=True,
 )
 _INSERT = Bulk(insert(receipts))
 _WAITING = (
@@ -120,7 +122,7 @@ _WAITING = (
     .join(outbox, outbox.c.id == outbox_segments.c.message)
     .where(receipts.c.message.is_(None), receipts.c.received_at >= bindparam("since"))
 )
-_WAITING_FOR = Prepared(_WAITING.where(any_of(receipts.c.smsc_message_id, "ids")))
+_WAITING_FOR = Prepared(_WAITING.where(any_of(receipts.c.smsc_message_id, "ids")), packed=True)
 _MATCHED = Bulk(
     update(receipts)
     .where(receipts.c.id == bindparam("b_id"))
@@ -142,7 +144,8 @@ _LOCK_MESSAGES = Prepared(
 _PARTS = Prepared(
     select(outbox_segments.c.message, outbox_segments.c.status, outbox.c.segments)
     .join(outbox, outbox.c.id == outbox_segments.c.message)
-    .where(any_of(outbox_segments.c.message, "ids"))
+    .where(any_of(outbox_segments.c.message, "ids")),
+    packed=True,
 )
 WAITING_RECEIPTS_DAYS = 2
 
