@@ -169,20 +169,20 @@ class Session(asyncio.Protocol):
     # -- incoming -----------------------------------------------------------------------------
 
     def _handle_frame(self, frame: bytes) -> None:
-        header = pdus.parse_header(frame)
-        if header.command_id not in _known_command_ids:
-            log.warning("%s: unknown command_id 0x%08X from %s", self.name, header.command_id, self.peer)
-            self._write(pdus.generic_nack(header.sequence, pdus.ESME_RINVCMDID))
+        _, command_id, _, sequence = pdus.HEADER.unpack_from(frame)  # no Header object per frame
+        if command_id not in _known_command_ids:
+            log.warning("%s: unknown command_id 0x%08X from %s", self.name, command_id, self.peer)
+            self._write(pdus.generic_nack(sequence, pdus.ESME_RINVCMDID))
             return
-        is_response = bool(header.command_id & 0x80000000)
+        is_response = bool(command_id & 0x80000000)
         try:
             pdu = pdus.decode(frame)
         except pdus.PduError as exc:
             log.warning("%s: malformed PDU from %s: %s", self.name, self.peer, exc)
             if is_response:
-                self._resolve_error(header.sequence, exc)
+                self._resolve_error(sequence, exc)
             else:
-                self._write(pdus.generic_nack(header.sequence, exc.status))
+                self._write(pdus.generic_nack(sequence, exc.status))
             return
         if is_response:
             self._resolve(pdu)
@@ -197,7 +197,7 @@ class Session(asyncio.Protocol):
         elif self.on_request is not None:
             self.on_request(self, pdu)
         else:
-            self._write(pdus.generic_nack(header.sequence, pdus.ESME_RINVCMDID))
+            self._write(pdus.generic_nack(sequence, pdus.ESME_RINVCMDID))
 
     def _resolve(self, pdu: Pdu) -> None:
         entry = self._pending.pop(pdu.seqNum, None)
