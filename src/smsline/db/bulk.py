@@ -7,8 +7,8 @@ here are compiled once per dialect (and set of columns); each set of values beco
 passed through the same type conversions SQLAlchemy would apply, and returned columns get
 SQLAlchemy's conversions too. `Bulk` writes many rows in one statement (over a JSON array of
 the rows on SQLite, over arrays of the values on PostgreSQL); `Prepared` runs once and returns
-rows (on SQLite, packed into one JSON value). Driver errors come as the driver raises them (not
-wrapped in SQLAlchemy's exceptions).
+rows (on SQLite, when the statement asks for it, packed into one JSON value). Driver errors
+come as the driver raises them (not wrapped in SQLAlchemy's exceptions).
 
 Why one statement, and one packed row, on SQLite: Python's sqlite3 lets go of the GIL for every
 step of a statement, that is once per row written by ``executemany`` and once per row read. The
@@ -167,8 +167,8 @@ def _compile(
 class Bulk:
     """``statement`` run with a list of parameter dictionaries, as one statement over all the rows:
     on SQLite over a JSON array of them (`_over_json`), on PostgreSQL over arrays of the values
-    (`_over_arrays`). Statements of another shape, and values JSON cannot carry (bytes), run by
-    the driver's executemany.
+    (`_over_arrays`). Statements of another shape, and values JSON cannot carry (bytes, texts
+    with a NUL character, non-finite floats), run by the driver's executemany.
 
     An UPDATE over many rows sets each target row once: rows given twice for one target row
     must be merged by the caller (which of them wins is not defined)."""
