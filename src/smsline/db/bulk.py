@@ -213,6 +213,22 @@ class Bulk:
             cursor.close()
 
 
+def _over_rows(statement: UpdateBase, body: str, source: str) -> str | None:
+    """``body`` (the statement's text, its placeholders turned into ``b.pN``) made to read its
+    rows from ``source`` (a row source aliased ``b``): ``INSERT ... SELECT ... FROM source``,
+    ``UPDATE ... FROM source WHERE``. None when the statement is not of a shape rewritten here
+    (it then runs by executemany)."""
+    if isinstance(statement, Insert):
+        head, values_kw, rest = body.partition(" VALUES (")
+        if not values_kw or not rest.endswith(")") or "(" in rest[:-1]:
+            return None
+        return f"{head} SELECT {rest[:-1]} FROM {source}"
+    head, where_kw, rest = body.partition(" WHERE ")
+    if not where_kw or not head.startswith("UPDATE ") or " RETURNING " in rest:
+        return None
+    return f"{head} FROM {source} WHERE {rest}"
+
+
 def _over_json(statement: UpdateBase, plan: _Plan) -> str | None:
     """The SQLite statement rewritten to take its rows as one JSON array of arrays of the
     parameters, read with json_each: ``INSERT ... SELECT ... FROM (...)``, ``UPDATE ... FROM
@@ -226,15 +242,7 @@ def _over_json(statement: UpdateBase, plan: _Plan) -> str | None:
         "(SELECT " + ", ".join(f"value ->> {i - 1} AS p{i}" for i in range(1, count + 1))
         + " FROM json_each(?)) AS b"
     )
-    if isinstance(statement, Insert):
-        head, values_kw, rest = body.partition(" VALUES (")
-        if not values_kw or not rest.endswith(")") or "(" in rest[:-1]:
-            return None
-        return f"{head} SELECT {rest[:-1]} FROM {source}"
-    head, where_kw, rest = body.partition(" WHERE ")
-    if not where_kw or not head.startswith("UPDATE ") or " RETURNING " in rest:
-        return None
-    return f"{head} FROM {source} WHERE {rest}"
+    return _over_rows(statement, body, source)
 
 
 # A PostgreSQL placeholder as SQLAlchemy's asyncpg dialect writes it: $n, with the cast it adds.
@@ -258,15 +266,7 @@ def _over_arrays(statement: UpdateBase, dialect: Dialect, plan: _Plan) -> str | 
         "unnest(" + ", ".join(f"${i}::{cast}[]" for i, cast in enumerate(casts, start=1)) + ") AS b("
         + ", ".join(f"p{i}" for i in range(1, count + 1)) + ")"
     )
-    if isinstance(statement, Insert):
-        head, values_kw, rest = body.partition(" VALUES (")
-        if not values_kw or not rest.endswith(")") or "(" in rest[:-1]:
-            return None
-        return f"{head} SELECT {rest[:-1]} FROM {source}"
-    head, where_kw, rest = body.partition(" WHERE ")
-    if not where_kw or not head.startswith("UPDATE ") or " RETURNING " in rest:
-        return None
-    return f"{head} FROM {source} WHERE {rest}"
+    return _over_rows(statement, body, source)
 
 
 class Prepared:

@@ -341,8 +341,7 @@ def submit_sm_encoded(
             len(short_message),
         )
         parts = [
-            b"\0",  # service_type: empty
-            _ADDRESS_TYPE.pack(_int(source_ton, 0xFF), _int(source_npi, 0xFF))[1:],
+            _ADDRESS_TYPE.pack(_int(source_ton, 0xFF), _int(source_npi, 0xFF)),  # after service_type ""
             source_octets,
             _ADDRESS_TYPE.pack(1, 1),  # destination: international, ISDN
             destination_octets,
