@@ -1,11 +1,13 @@
 """Notifications accepted per second through the HTTP API (SPEC §3), with their latency.
 
 smsline runs as its own ``smsline serve`` process on SQLite, bound to the SMSC simulator in the
-bench process, exactly as in production. The bench is the calling system: 8 keep-alive HTTP/1.1
-connections, each sending ``POST /api/v1/notifications`` (a template with one parameter, a fresh
-customer and a fresh ``Idempotency-Key`` each time) as soon as the previous answer arrived.
-Latency is from writing a request to reading the whole answer. The dispatcher sends the queued
-SMS to the simulator meanwhile, so the figure includes the cost of sending them.
+bench process, exactly as in production: once as one process (``notifications-one-process``),
+once with the API in a process of its own (``api_process``, ``notifications-api-process``). The
+bench is the calling system: 8 keep-alive HTTP/1.1 connections, each sending
+``POST /api/v1/notifications`` (a template with one parameter, a fresh customer and a fresh
+``Idempotency-Key`` each time) as soon as the previous answer arrived. Latency is from writing a
+request to reading the whole answer. The dispatcher sends the queued SMS to the simulator
+meanwhile, so the figure includes the cost of sending them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from bench.requests_by_sms import HOST, ROOT, ServiceProcess, SuiteResult
 from smsline.smpp.simulator import Simulator
 
 NAME = "notifications"
-MEASUREMENTS: tuple[str, ...] = ()
+MODES = {"notifications-one-process": False, "notifications-api-process": True}
+MEASUREMENTS: tuple[str, ...] = tuple(MODES)
 
 CONNECTIONS = 8
 CUSTOMERS = 40_000  # enough fresh customers for 17 s at ~2,300/s: the run must not end early
@@ -112,14 +115,31 @@ async def wait_ready(port: int, svc: ServiceProcess, timeout: float = 60.0) -> N
 
 
 async def run(*, quick: bool, only: frozenset[str]) -> SuiteResult:
-    del only
     seconds = QUICK_SECONDS if quick else FULL_SECONDS
-    print(heading(f"Notifications through the API ({CONNECTIONS} keep-alive connections, {seconds:g} s)"))
+    summary: list[str] = []
+    ok = True
+    for name, api_process in MODES.items():
+        if only and name not in only:
+            continue
+        line, fine = await measure(seconds, api_process=api_process)
+        summary.append(line)
+        ok = ok and fine
+    return SuiteResult(summary=summary, ok=ok)
+
+
+async def measure(seconds: float, *, api_process: bool) -> tuple[str, bool]:
+    how = "the API in its own process" if api_process else "one process"
+    print(
+        heading(
+            f"Notifications through the API, {how} ({CONNECTIONS} keep-alive connections, {seconds:g} s)"
+        )
+    )
     simulator = Simulator()
     await simulator.start(HOST, 0)
     with tempfile.TemporaryDirectory(prefix="smsline-bench-") as folder:
         svc = ServiceProcess(Path(folder), simulator.port)
         svc.env["SMSLINE_SECRET_KEY"] = SECRET_KEY
+        svc.env["SMSLINE_API_PROCESS"] = "true" if api_process else "false"
         try:
             await svc.prepare(CUSTOMERS)
             created = await svc.command(
@@ -190,15 +210,15 @@ async def run(*, quick: bool, only: frozenset[str]) -> SuiteResult:
                     f"p50 {ms(p50)} ms, p99 {ms(p99)} ms, max {ms(max(latencies, default=math.nan))} ms",
                 ),
                 ("SMS at the SMSC", f"{sent_to_smsc:,} by the end of the run"),
-                ("smsline CPU", f"{cpu:.0%} of one core"),
+                ("smsline CPU", f"{cpu:.0%} of one core" + (" (both processes)" if api_process else "")),
                 ("connection errors", str(len(failures)) + (f" (first: {failures[0]})" if failures else "")),
                 ("serve exit", str(exit_code)),
             ]
         )
     )
-    summary = [
-        f"notifications through the API ({CONNECTIONS} keep-alive connections): "
+    line = (
+        f"notifications through the API, {how} ({CONNECTIONS} keep-alive connections): "
         f"{rate(per_second)}/s accepted, p50 {ms(p50)} ms, p99 {ms(p99)} ms "
         f"(target >= {RATE_TARGET:,}/s with p99 < {P99_TARGET * 1000:g} ms: {'met' if met else 'missed'})"
-    ]
-    return SuiteResult(summary=summary, ok=exit_code == 0 and not failures and accepted > 0)
+    )
+    return line, exit_code == 0 and not failures and accepted > 0

@@ -303,6 +303,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _cpu_seconds(pid: int, clock_ticks: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii").split()
+    except OSError:
+        return math.nan
+    fields = stat[stat.rindex(")") + 2 :].split()
+    own = (int(fields[11]) + int(fields[12])) / clock_ticks
+    return own + sum(_cpu_seconds(int(child), clock_ticks) for child in children)
+
+
 class ServiceProcess:
     """``smsline serve`` as its own process, with its own database, bound to our simulator."""
 
@@ -372,15 +383,11 @@ class ServiceProcess:
         return self.process is not None and self.process.returncode is None
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU time the service process has used, all threads."""
+        """User plus system CPU time the service process and its children (the API process,
+        with ``api_process``) have used, all threads."""
         if self.process is None:
             return math.nan
-        try:
-            stat = Path(f"/proc/{self.process.pid}/stat").read_text(encoding="ascii")
-        except OSError:
-            return math.nan
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / self._clock_ticks
+        return _cpu_seconds(self.process.pid, self._clock_ticks)
 
     async def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM, then wait; the exit code, or None when it had to be killed."""

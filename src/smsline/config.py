@@ -63,6 +63,9 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    # Serve the HTTP side (API, health, metrics) from a second process of its own, so that the
+    # API and the SMPP side run on two cores (api/process.py).
+    api_process: bool = False
 
     # A single SMSC may be configured with the flat SMSLINE_SMSC_* variables; several with the
     # [[smsc]] tables of the TOML file. None at all: `serve` starts the built-in simulator.
@@ -136,6 +139,12 @@ class Settings(BaseSettings):
         if config_path:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_path)))
         return tuple(sources)
+
+    def secret_values(self) -> list[str]:
+        """Every secret the settings hold, for the log filter that redacts them."""
+        return [self.smsc_password.get_secret_value(), self.secret_key.get_secret_value()] + [
+            b.password.get_secret_value() for b in self.smsc
+        ]
 
     def smsc_binds(self) -> list[SmscSettings]:
         """The configured SMSC binds; empty means "run on the built-in simulator"."""

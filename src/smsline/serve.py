@@ -11,16 +11,18 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import uvicorn
+from prometheus_client import generate_latest
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from smsline import eventloop, metrics
 from smsline.api.app import create_app
 from smsline.api.context import ApiContext
+from smsline.api.process import ApiProcess, EmbeddedServer
 from smsline.campaigns.runner import CampaignRunner, Clock
 from smsline.campaigns.service import utcnow
 from smsline.config import Settings, SmscSettings
@@ -69,6 +71,7 @@ class Service:
         self.http_port: int | None = None
         self.simulator_http_port: int | None = None
         self._servers: list[EmbeddedServer] = []
+        self.api_process: ApiProcess | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.worker_id = worker_id()
         self._service_key: bytes | None = None
@@ -122,6 +125,7 @@ class Service:
         self.campaigns = CampaignRunner(
             self.db, s, halt=self.dispatcher.halt_campaigns, on_queued=self.dispatcher.wake, clock=self.clock
         )
+        # With an API process this context only queues the notifications it passes on.
         self.api = ApiContext(
             self.db, s, on_queued=self.dispatcher.wake, on_campaigns_changed=self.campaigns.wake,
             campaign_clock=self.clock, worker_id=self.worker_id, hand_over=self.dispatcher.take_over,
@@ -137,7 +141,17 @@ class Service:
             self._spawn(self.vacuum.run(), "vacuum")
         for c in self.connectors:
             c.start()
-        if self.http:
+        if self.http and s.api_process:
+            self.api_process = ApiProcess(
+                s,
+                readiness=self.readiness,
+                exposition=generate_latest,
+                queue=self.api.queue_notification,
+                on_queued=self.dispatcher.wake,
+                on_campaigns_changed=self.campaigns.wake,
+            )
+            self.http_port = await self.api_process.start()
+        elif self.http:
             self.http_port = await self._serve_http(create_app(self, self.api), s.http_host, s.http_port)
 
     def _on_acks(self, items: list[OutboxItem]) -> None:
@@ -164,6 +178,8 @@ class Service:
         """Graceful: finish in-flight submits, unbind, store what came in, leave the queue queued."""
         if self.engine is None:
             return
+        if self.api_process is not None:  # first: no new notifications while the rest stops
+            await self.api_process.stop()
         self.campaigns.stop()
         await self.dispatcher.stop()
         await asyncio.gather(*(c.stop() for c in self.connectors), return_exceptions=True)
@@ -189,7 +205,7 @@ class Service:
     async def wait_bound(self, timeout: float = 10.0) -> None:
         await asyncio.gather(*(c.wait_bound(timeout) for c in self.connectors))
 
-    def readiness(self) -> dict[str, object]:
+    async def readiness(self) -> dict[str, object]:
         links = {c.name: c.state for c in self.connectors}
         return {
             "ready": any(c.is_bound for c in self.connectors),
@@ -197,13 +213,8 @@ class Service:
             "dispatcher_ready": self.dispatcher.ready if self.engine else 0,
         }
 
-
-class EmbeddedServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to smsline."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+    async def exposition(self) -> bytes:
+        return generate_latest()
 
 
 def _track_link(connector: Connector) -> None:
@@ -247,6 +258,11 @@ def _banner(service: Service, console: Console) -> None:
         console.print(
             f"HTTP: http://{s.http_host}:{service.http_port} "
             f"(API docs /api/docs; /healthz, /readyz, /metrics)"
+            + (
+                f", served by the API process {service.api_process.pid}"
+                if service.api_process is not None
+                else ""
+            )
         )
     console.print("Stop with Ctrl-C.")
 
@@ -282,12 +298,7 @@ async def _serve(settings: Settings) -> None:
 
 
 def run_service(settings: Settings) -> None:
-    configure_logging(
-        settings.log_level,
-        settings.log_format,
-        secrets=[settings.smsc_password.get_secret_value(), settings.secret_key.get_secret_value()]
-        + [b.password.get_secret_value() for b in settings.smsc],
-    )
+    configure_logging(settings.log_level, settings.log_format, secrets=settings.secret_values())
     try:
         eventloop.run(_serve(settings))
     except DatabaseNotMigrated as exc:

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 from pydantic import SecretStr
 
 from smsline.api.app import create_app
@@ -54,8 +55,11 @@ class FakeClock:
 
 
 class Ready:
-    def readiness(self) -> dict[str, object]:
+    async def readiness(self) -> dict[str, object]:
         return {"ready": True}
+
+    async def exposition(self) -> bytes:
+        return generate_latest()
 
 
 @dataclass

@@ -222,8 +222,14 @@ async def test_sqlite_commits_are_checkpointed_in_the_background(tmp_path: Path)
     db = Database(f"sqlite:///{path}")
     try:
         for round_ in range(1, 11):
+            done = db.checkpoints_completed
             await db.run(_fill(300))  # ~1.2 MB: below the 1,000 pages at which a commit would checkpoint
             await eventually(_larger_than(path, round_ * 1_200_000))  # in the database file
+
+            async def copied_whole(before: int = done) -> bool:
+                return db.checkpoints_completed > before
+
+            await eventually(copied_whole)
         assert _size(Path(f"{path}-wal")) < 4_000_000  # 12 MB were written through it
         assert "sqlite-checkpoints" in {t.name for t in threading.enumerate()}
     finally:

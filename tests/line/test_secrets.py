@@ -62,7 +62,7 @@ async def test_temporary_password_is_only_in_the_sms_body(
         assert password not in record.getMessage()
     assert password not in await database_dump(engine)
     assert password.encode() not in generate_latest()
-    assert password not in repr(service.readiness())
+    assert password not in repr(await service.readiness())
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ async def test_smsc_password_is_never_shown(
         assert "RINVPASWD" in (wrong.last_error or "")
         shown = [repr(settings), str(settings), repr(settings.smsc), caplog.text]
         shown += [c.last_error or "" for c in service.connectors]
-        shown.append(repr(service.readiness()))
+        shown.append(repr(await service.readiness()))
         for text in shown:
             assert "s3cr3tpw" not in text
             assert "wr0ngpw" not in text

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from fastapi import FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from smsline.api import campaigns, customers, messages, notifications, portal, templates
 from smsline.api.context import ApiContext
@@ -22,11 +22,16 @@ Every endpoint takes an API token (`Authorization: Bearer <token>`, made with
 """
 
 
-class Readiness(Protocol):
-    def readiness(self) -> dict[str, object]: ...
+class ServiceStatus(Protocol):
+    """What ``/readyz`` and ``/metrics`` report: the service's links and counters (asked from
+    the service when the API runs in a process of its own)."""
+
+    async def readiness(self) -> dict[str, object]: ...
+
+    async def exposition(self) -> bytes: ...
 
 
-def create_app(service: Readiness, api: ApiContext | None = None) -> FastAPI:
+def create_app(service: ServiceStatus, api: ApiContext | None = None) -> FastAPI:
     app = FastAPI(
         title="smsline",
         version="1",
@@ -43,14 +48,14 @@ def create_app(service: Readiness, api: ApiContext | None = None) -> FastAPI:
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz(response: Response) -> dict[str, object]:
-        state = service.readiness()
+        state = await service.readiness()
         if not state.get("ready"):
             response.status_code = 503
         return state
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(await service.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     if api is not None:
         app.state.api = api

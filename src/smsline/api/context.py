@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -37,6 +37,9 @@ class ApiContext:
     worker_id: str | None = None
     hand_over: Callable[[list[OutboxItem]], None] | None = None
     on_campaigns_changed: Callable[[], None] = lambda: None  # wake the campaign runner
+    # In an API process of its own: the service process queues notifications (its database
+    # thread is the one writer of a SQLite database, and its dispatcher takes the SMS at once).
+    queue_elsewhere: Callable[[NotificationRequest], Awaitable[Answer | Refusal]] | None = None
     campaign_clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     tokens: dict[str, CachedToken] = field(default_factory=dict)
     buckets: dict[int, TokenBucket] = field(default_factory=dict)
@@ -57,6 +60,8 @@ class ApiContext:
         """Queue one notification (batched with the others waiting). Its SMS goes to the
         dispatcher when the transaction has committed, even if the HTTP request that asked for it
         is cancelled meanwhile: a claimed row nobody holds would wait for the next restart."""
+        if self.queue_elsewhere is not None:
+            return await self.queue_elsewhere(request)
         future = self.db.submit(self.queue_notifications, (request, dt.datetime.now(dt.UTC)))
         future.add_done_callback(self._hand_over)
         outcome = await asyncio.shield(future)

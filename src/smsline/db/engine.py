@@ -229,6 +229,11 @@ class Database:
                 self._checkpoints = _Checkpoints(target.database)
 
     @property
+    def checkpoints_completed(self) -> int:
+        """SQLite: how many background checkpoints have copied the whole WAL so far."""
+        return self._checkpoints.completed if self._checkpoints is not None else 0
+
+    @property
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
 
@@ -408,6 +413,7 @@ class _Checkpoints:
     def __init__(self, path: str) -> None:
         self.path = path
         self.due = False  # set by the database thread after a commit
+        self.completed = 0  # checkpoints that copied the whole WAL (the next write starts it over)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -428,7 +434,9 @@ class _Checkpoints:
                     continue
                 self.due = False
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if not busy and frames == copied:
+                        self.completed += 1
                 except sqlite3.Error as exc:
                     log.warning("WAL checkpoint failed (%s); trying again after the next write", exc)
         finally:
