@@ -105,6 +105,7 @@ async def test_the_api_process_queues_what_the_service_sends_and_reports_the_ser
     assert ready.json()["links"] == {"sim": "bound"}
     metrics = (await client.get("/metrics")).text
     assert 'smsline_smsc_link_up{smsc="sim"} 1.0' in metrics  # the service's, not the API's own
+    assert "smsline_api_process_resident_memory_bytes" in metrics  # and the API process's size
     assert (await client.get("/api/openapi.json")).status_code == 200
 
 

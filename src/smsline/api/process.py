@@ -41,6 +41,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 import uvicorn
+from prometheus_client import REGISTRY, ProcessCollector
 
 from smsline import eventloop
 from smsline.api.app import create_app
@@ -146,6 +147,9 @@ class ApiProcess:
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self.starts = 0  # how many API processes have been started (1 unless one died)
+        # The API process's CPU, memory and file descriptors on the service's /metrics, as
+        # smsline_api_process_*.
+        self._collector: ProcessCollector | None = None
 
     @property
     def pid(self) -> int | None:
@@ -161,6 +165,7 @@ class ApiProcess:
             self._listener.close()
             raise
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name="api-process")
+        self._collector = ProcessCollector(namespace="smsline_api", pid=lambda: self.pid or "none")
         return port
 
     async def _start_process(self) -> None:
@@ -268,6 +273,9 @@ class ApiProcess:
     async def stop(self) -> None:
         """End the API process: it finishes the requests it has, then exits."""
         self._stopping = True
+        if self._collector is not None:
+            REGISTRY.unregister(self._collector)
+            self._collector = None
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
