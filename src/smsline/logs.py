@@ -1,8 +1,10 @@
 """Logging: plain text or JSON lines, with secrets redacted on the way out.
 
 Code never logs message bodies; as a second line of defence every record passes a filter that
-masks anything shaped like a password in the SMS texts smsline sends, and any registered secret
-value (the SMSC passwords).
+masks anything shaped like a password in the SMS texts smsline sends, any registered secret
+value (the SMSC passwords), and the values PostgreSQL quotes in its errors' DETAIL lines (a
+duplicate phone, a failing row): customers' data, which statement parameters are already kept
+out of.
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ from collections.abc import Iterable
 
 _PASSWORD = re.compile(r"((?:password|пароль)\s*[:=]\s*)([^\s,.;]+)", re.IGNORECASE)
 MASK = "********"
+# PostgreSQL's DETAIL lines that quote a row's values: "Key (phone)=(+7916…) already exists.",
+# "Key (customer)=(42) is not present in table …", "Failing row contains (…)."
+_KEY_VALUES = re.compile(
+    r"(Key \([^\n]*?\)=\()[^\n]*(\) (?:already exists|is not present in table|is still referenced"
+    r"|conflicts with existing key))"
+)
+_FAILING_ROW = re.compile(r"(Failing row contains \()[^\n]*(\)\.)")
 
 
 class RedactSecrets(logging.Filter):
@@ -28,6 +37,9 @@ class RedactSecrets(logging.Filter):
 
     def redact(self, text: str) -> str:
         text = _PASSWORD.sub(lambda m: m.group(1) + MASK, text)
+        if "DETAIL:" in text:
+            text = _KEY_VALUES.sub(lambda m: m.group(1) + MASK + m.group(2), text)
+            text = _FAILING_ROW.sub(lambda m: m.group(1) + MASK + m.group(2), text)
         for secret in self.secrets:
             text = text.replace(secret, MASK)
         return text
