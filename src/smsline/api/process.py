@@ -145,6 +145,7 @@ class ApiProcess:
         self._writer: asyncio.StreamWriter | None = None
         self._started: asyncio.Future[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._answering: asyncio.Task[None] | None = None  # reads the API process's messages
         self._stopping = False
         self.starts = 0  # how many API processes have been started (1 unless one died)
         # The API process's CPU, memory and file descriptors on the service's /metrics, as
@@ -185,13 +186,14 @@ class ApiProcess:
         loop = asyncio.get_running_loop()
         self._started = loop.create_future()
         reader, self._writer = await asyncio.open_unix_connection(sock=ours, limit=1 << 20)
-        answering = loop.create_task(self._answer(reader, self._writer), name="api-channel")
+        self._answering = loop.create_task(self._answer(reader, self._writer), name="api-channel")
         exited = self._exited(process)
         done, _ = await asyncio.wait(
             {self._started, exited}, timeout=START_TIMEOUT, return_when="FIRST_COMPLETED"
         )
         if self._started not in done:
-            answering.cancel()
+            self._answering.cancel()
+            self._writer.close()
             exited.cancel()
             if process.is_alive():
                 process.kill()
