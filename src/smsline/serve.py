@@ -144,8 +144,7 @@ class Service:
         if self.http and s.api_process:
             self.api_process = ApiProcess(
                 s,
-                readiness=self.readiness,
-                exposition=generate_latest,
+                status=self,
                 queue=self.api.queue_notification,
                 on_queued=self.dispatcher.wake,
                 on_campaigns_changed=self.campaigns.wake,

@@ -19,6 +19,7 @@ from smsline.api.context import ApiContext
 from smsline.config import Settings
 from smsline.db.engine import Database
 from smsline.notify.tokens import IssuedToken, create_token
+from smsline.serve import Service
 from tests.line.conftest import (  # noqa: F401 (fixtures for the end-to-end tests)
     service,
     settings_overrides,
@@ -39,6 +40,17 @@ ALL_SCOPES = (
     "campaigns:read",
     "campaigns:write",
 )
+CARD_READY = {
+    "text_en": "Your card ending {last4} is ready.",
+    "text_ru": "Ваша карта *{last4} готова.",
+    "parameters": ["last4"],
+}
+
+
+async def issue(running: Service) -> IssuedToken:
+    """A token with every scope, made through a running service's database."""
+    key = running.service_key()
+    return await running.db.run(lambda conn: create_token(conn, "crm", ALL_SCOPES, service_key=key))
 
 
 class FakeClock:

@@ -19,11 +19,10 @@ from smsline.api.app import create_app
 from smsline.db.schema import outbox
 from smsline.domain.signatures import SIGNATURE_HEADER, verify
 from smsline.notify.notifications import NotificationRequest
-from smsline.notify.tokens import IssuedToken, create_token
 from smsline.serve import Service
 from smsline.smpp.simulator import Simulator
 from tests.api.callback_receiver import receiving
-from tests.api.conftest import ALL_SCOPES, SECRET_KEY
+from tests.api.conftest import CARD_READY, SECRET_KEY, issue
 from tests.line.conftest import SERVICE_NUMBER, add_customer, eventually
 
 
@@ -39,11 +38,6 @@ async def client(service: Service) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-async def issue(service: Service) -> IssuedToken:
-    key = service.service_key()
-    return await service.db.run(lambda conn: create_token(conn, "crm", ALL_SCOPES, service_key=key))
-
-
 async def test_a_notification_is_delivered_and_called_back(
     service: Service, simulator: Simulator, client: httpx.AsyncClient
 ) -> None:
@@ -51,15 +45,7 @@ async def test_a_notification_is_delivered_and_called_back(
     await add_customer(service.engine, customer_id="C-1", phone="+79161234567", language="ru")
     token = await issue(service)
     auth = {"Authorization": f"Bearer {token.token}"}
-    template = await client.put(
-        "/api/v1/templates/card_ready",
-        json={
-            "text_en": "Card {last4} is ready.",
-            "text_ru": "Ваша карта *{last4} готова.",
-            "parameters": ["last4"],
-        },
-        headers=auth,
-    )
+    template = await client.put("/api/v1/templates/card_ready", json=CARD_READY, headers=auth)
     assert template.status_code == 201
 
     async with receiving(answers=[500]) as receiver:

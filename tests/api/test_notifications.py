@@ -10,14 +10,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from smsline.db.schema import notifications, outbox
-from tests.api.conftest import Api, problem_of
+from tests.api.conftest import CARD_READY, Api, problem_of
 from tests.line.conftest import add_customer
 
-CARD_READY = {
-    "text_en": "Your card ending {last4} is ready.",
-    "text_ru": "Ваша карта *{last4} готова.",
-    "parameters": ["last4"],
-}
 NEW_SIGN_IN = {
     "text_en": "New sign-in to your account from {city}. Not you? Call us.",
     "text_ru": "Новый вход в ваш аккаунт из города {city}. Это не вы? Позвоните нам.",

@@ -20,10 +20,10 @@ from sqlalchemy import func, select
 
 from smsline.db.engine import create_engine
 from smsline.db.schema import outbox
-from smsline.notify.tokens import IssuedToken, create_token
+from smsline.notify.tokens import IssuedToken
 from smsline.serve import Service, running
 from smsline.smpp.simulator import Simulator
-from tests.api.conftest import ALL_SCOPES, SECRET_KEY
+from tests.api.conftest import CARD_READY, SECRET_KEY, issue
 from tests.line.conftest import add_customer, eventually, service_settings
 from tests.test_serve import free_port, wait_ready
 
@@ -48,11 +48,6 @@ async def service(database_url: str, simulator: Simulator) -> AsyncIterator[Serv
 async def client(service: Service) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http_port}") as c:
         yield c
-
-
-async def issue(service: Service) -> IssuedToken:
-    key = service.service_key()
-    return await service.db.run(lambda conn: create_token(conn, "crm", ALL_SCOPES, service_key=key))
 
 
 async def notify(client: httpx.AsyncClient, token: IssuedToken, customer: str, text: str, key: str) -> Any:
@@ -116,15 +111,7 @@ async def test_refusals_come_back_through_the_service_as_they_are(
     await add_customer(service.engine, customer_id="C-1", phone="+79161234567")
     token = await issue(service)
     auth = {"Authorization": f"Bearer {token.token}"}
-    template = await client.put(
-        "/api/v1/templates/card_ready",
-        json={
-            "text_en": "Card {last4} is ready.",
-            "text_ru": "Карта {last4} готова.",
-            "parameters": ["last4"],
-        },
-        headers=auth,
-    )
+    template = await client.put("/api/v1/templates/card_ready", json=CARD_READY, headers=auth)
     assert template.status_code == 201
 
     missing = await client.post(

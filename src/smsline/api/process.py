@@ -44,7 +44,7 @@ import uvicorn
 from prometheus_client import REGISTRY, ProcessCollector
 
 from smsline import eventloop
-from smsline.api.app import create_app
+from smsline.api.app import ServiceStatus, create_app
 from smsline.api.context import ApiContext
 from smsline.config import Settings
 from smsline.db.engine import Database
@@ -127,8 +127,7 @@ class ApiProcess:
         self,
         settings: Settings,
         *,
-        readiness: Callable[[], Awaitable[dict[str, object]]],
-        exposition: Callable[[], bytes],
+        status: ServiceStatus,
         queue: Callable[[NotificationRequest], Awaitable[Answer | Refusal]],
         on_queued: Callable[[], None],
         on_campaigns_changed: Callable[[], None],
@@ -136,8 +135,7 @@ class ApiProcess:
         self.settings = settings
         self._queue = queue
         self._queueing: set[asyncio.Task[None]] = set()
-        self._readiness = readiness
-        self._exposition = exposition
+        self._status = status
         self._on_queued = on_queued
         self._on_campaigns_changed = on_campaigns_changed
         self._listener: socket.socket | None = None
@@ -232,9 +230,9 @@ class ApiProcess:
                 elif (ask := message.get("ask")) is not None:
                     answer: object
                     if ask == "readiness":
-                        answer = await self._readiness()
+                        answer = await self._status.readiness()
                     else:
-                        answer = self._exposition().decode()
+                        answer = (await self._status.exposition()).decode()
                     writer.write(_line({"id": message["id"], "answer": answer}))
                 elif message.get("started") and self._started is not None and not self._started.done():
                     self._started.set_result(None)
@@ -402,9 +400,10 @@ def run_api_process(settings: Settings, listener: socket.socket, channel: socket
 
 
 async def _serve(settings: Settings, listener: socket.socket, channel: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
     reader, writer = await asyncio.open_unix_connection(sock=channel, limit=1 << 24)
     service = ServiceChannel(reader, writer)
-    answers = asyncio.get_running_loop().create_task(service.listen())
+    answers = loop.create_task(service.listen())
     db = Database(settings.database_url)
     api = ApiContext(
         db,
@@ -415,7 +414,6 @@ async def _serve(settings: Settings, listener: socket.socket, channel: socket.so
     )
     app = create_app(service, api)
     server = EmbeddedServer(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    loop = asyncio.get_running_loop()
     serving = loop.create_task(server.serve(sockets=[listener]))
     terminated = service.stopping
     loop.add_signal_handler(signal.SIGTERM, terminated.set)
