@@ -6,8 +6,10 @@ it acknowledged; stopping the service ends it, and so does the service's own dea
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,12 +20,15 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from smsline.db.engine import create_engine
+from smsline.api.app import create_app
+from smsline.api.context import ApiContext
+from smsline.api.process import ServiceChannel
+from smsline.db.engine import Database, create_engine
 from smsline.db.schema import outbox
-from smsline.notify.tokens import IssuedToken
+from smsline.notify.tokens import IssuedToken, create_token
 from smsline.serve import Service, running
 from smsline.smpp.simulator import Simulator
-from tests.api.conftest import CARD_READY, SECRET_KEY, issue
+from tests.api.conftest import ALL_SCOPES, CARD_READY, SECRET_KEY, api_settings, issue, problem_of
 from tests.line.conftest import add_customer, eventually, service_settings
 from tests.test_serve import free_port, wait_ready
 
@@ -275,3 +280,52 @@ def _not_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_a_request_the_service_goes_away_under_is_answered_503_to_retry(database_url: str) -> None:
+    """The API process's end of the channel, as in the API process, with the service's end a
+    plain socket: the service takes the request and closes (as a killed or restarting service
+    does) before answering."""
+    service_end, api_end = socket.socketpair()
+    reader, writer = await asyncio.open_unix_connection(sock=api_end)
+    channel = ServiceChannel(reader, writer)
+    listening = asyncio.ensure_future(channel.listen())
+    db = Database(database_url)
+    context = ApiContext(db, api_settings(database_url), queue_elsewhere=channel.queue)
+    token = await db.run(
+        lambda conn: create_token(conn, "crm", ALL_SCOPES, service_key=SECRET_KEY.encode())
+    )
+    transport = httpx.ASGITransport(app=create_app(channel, context))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://smsline.test") as client:
+
+            def ask(key: str) -> Any:
+                return client.post(
+                    "/api/v1/notifications",
+                    json={"customer_id": "C-1", "text": "Your card is ready."},
+                    headers={"Authorization": f"Bearer {token.token}", "Idempotency-Key": key},
+                )
+
+            asking = asyncio.ensure_future(ask("k-1"))
+            service_reader, service_writer = await asyncio.open_unix_connection(sock=service_end)
+            taken = json.loads(await service_reader.readline())
+            assert taken["queue"]["idempotency_key"] == "k-1"
+            service_writer.close()  # gone before answering
+
+            answered = await asking
+            assert answered.status_code == 503
+            assert answered.headers["retry-after"] == "1"
+            problem = problem_of(answered)
+            assert problem["type"] == "/api/problems/service-unavailable"
+            assert "same Idempotency-Key" in problem["detail"]
+
+            later = await ask("k-2")  # while no service is there to ask
+            assert later.status_code == 503
+            assert problem_of(later)["type"] == "/api/problems/service-unavailable"
+            metrics = await client.get("/metrics")
+            assert metrics.status_code == 503
+    finally:
+        context.close()
+        await db.dispose()
+        writer.close()
+        await listening

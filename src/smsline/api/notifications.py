@@ -159,7 +159,7 @@ def _body_of(raw: bytes, content_type: str | None) -> NotificationIn:
     responses={
         200: {"model": NotificationOut, "description": "Suppressed: no SMS (see `reason`)."},
         202: {"description": "Queued: the SMS will be sent; follow it by `message_id`."},
-        **responses(400, 401, 403, 415, 422, 429),
+        **responses(400, 401, 403, 415, 422, 429, 503),
     },
     openapi_extra=_OPENAPI,
 )

@@ -66,6 +66,13 @@ PROBLEMS: Final[dict[str, tuple[int, str, str]]] = {
         "The campaign's state does not allow this action (e.g. resuming a campaign that is not paused).",
     ),
     "rate-limited": (429, "Too many requests", "Over the rate limit; try again after `Retry-After` seconds."),
+    "service-unavailable": (
+        503,
+        "Service unavailable",
+        "smsline cannot take the request right now (e.g. it is restarting); try again after"
+        " `Retry-After` seconds with the same Idempotency-Key: a request it did take is answered"
+        " as it was, never sent twice.",
+    ),
     "internal-error": (500, "Internal error", "smsline failed to handle the request; it was logged."),
 }
 
@@ -138,7 +145,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "description": "Problem types: " + ", ".join(f"`{n}`" for n in names),
             "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
-        if status == 429:
+        if status in (429, 503):
             described[status]["headers"] = {
                 "Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}
             }

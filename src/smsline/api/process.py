@@ -46,6 +46,7 @@ from prometheus_client import REGISTRY, ProcessCollector
 from smsline import eventloop
 from smsline.api.app import ServiceStatus, create_app
 from smsline.api.context import ApiContext
+from smsline.api.problems import ProblemError
 from smsline.config import Settings
 from smsline.db.engine import Database
 from smsline.domain.templates import Problem
@@ -354,7 +355,16 @@ class ServiceChannel:
 
     async def queue(self, request: NotificationRequest) -> Answer | Refusal:
         """Queue a notification through the service; its answer once committed."""
-        answer = await self._ask({"queue": request_to_json(request)})
+        try:
+            answer = await self._ask({"queue": request_to_json(request)})
+        except ConnectionError:
+            # The service went away (restarting, or killed) before it answered: the request may
+            # or may not be queued, and a retry with the same Idempotency-Key finds out safely.
+            raise ProblemError(
+                "service-unavailable",
+                "smsline is restarting; send the request again with the same Idempotency-Key",
+                headers={"Retry-After": "1"},
+            ) from None
         if "failed" in answer:
             raise RuntimeError(f"the service could not queue the notification ({answer['failed']})")
         return outcome_from_json(answer)
@@ -367,7 +377,12 @@ class ServiceChannel:
         return state
 
     async def exposition(self) -> bytes:
-        text: str = await self._ask({"ask": "metrics"}, 10.0)
+        try:
+            text: str = await self._ask({"ask": "metrics"}, 10.0)
+        except (TimeoutError, ConnectionError):
+            raise ProblemError(
+                "service-unavailable", "the service does not answer", headers={"Retry-After": "1"}
+            ) from None
         return text.encode()
 
     async def listen(self) -> None:
