@@ -555,6 +555,27 @@ async def test_http_mo_reaches_the_esme(
     assert health["smpp_port"] == simulator.port
 
 
+async def test_http_receipt_for_no_message_reaches_the_esme_as_a_receipt(
+    http: tuple[Simulator, httpx.AsyncClient], connect: Connect
+) -> None:
+    simulator, client = http
+    esme = await bound_esme(connect, simulator)
+
+    response = await client.post(
+        "/receipts", json={"text": "id:0042 stat:DELIVRD err:000", "receipted_message_id": "42"}
+    )
+    receipt = await esme.received()
+
+    assert response.status_code == 202
+    assert pdus.is_delivery_receipt(receipt)
+    assert text_of(receipt) == "id:0042 stat:DELIVRD err:000"
+    assert pdus.str_param(receipt, "receipted_message_id") == "42"
+    assert pdus.str_param(receipt, "source_addr") == "79990000000"
+    refused = await client.post("/receipts", json={"text": "stat:ДОСТАВЛЕНО"})
+    assert refused.status_code == 422
+    assert simulator.pending_deliveries == 0
+
+
 async def test_http_long_poll_returns_a_message_submitted_meanwhile(
     http: tuple[Simulator, httpx.AsyncClient], connect: Connect
 ) -> None:

@@ -792,6 +792,35 @@ class Simulator:
         self._changed()
         return ids
 
+    def inject_receipt(
+        self,
+        text: str,
+        *,
+        receipted_message_id: str | None = None,
+        source: str = "79990000000",
+        to: str = "SCSERV",
+    ) -> int:
+        """Queue a delivery receipt that refers to no ``submit_sm`` this simulator answered, as
+        SMSCs send now and then (for a message of before their restart, of another ESME, or
+        with an id mangled on the way): ``text`` as its short message, and a
+        ``receipted_message_id`` TLV if given, from handset ``source`` to the ESME's sender
+        ``to``. Returns its delivery id."""
+        sender = digits(source)
+        if not sender.isdigit() or len(sender) > 20:
+            raise ValueError(f"the handset must be a phone number, got {source!r}")
+        if not is_gsm7(text) or len(encode_gsm7(text)) > 254:
+            raise ValueError("a receipt's text must be GSM-7 and fit one short_message (254 octets)")
+        content = _DeliverContent(
+            source=sender,
+            source_ton=pdus.TON_INTERNATIONAL,
+            destination=to,
+            data_coding=0,
+            short_message=encode_gsm7(text),
+            receipt=True,
+            receipted_message_id=receipted_message_id,
+        )
+        return self._enqueue("receipt", content, system_id=None, delay=0.0)
+
     def _next_mr(self, handset: str) -> int:
         reference = (self._handset_mr.get(handset, secrets.randbelow(256)) + 1) % 256
         self._handset_mr[handset] = reference
@@ -1140,8 +1169,8 @@ async def run_standalone(
     console.print("[bold]smsline SMSC simulator[/bold]")
     console.print(f"  SMPP  {shown_host}:{smpp_port}  ({auth})")
     console.print(
-        f"  HTTP  {base_url}  (POST /mo, GET /messages, GET /binds, GET|PATCH|DELETE /faults, "
-        "POST /drop-links, GET /healthz)"
+        f"  HTTP  {base_url}  (POST /mo, POST /receipts, GET /messages, GET /binds, "
+        "GET|PATCH|DELETE /faults, POST /drop-links, GET /healthz)"
     )
     console.print(
         f"  try   [cyan]smsline mo +79161234567 \"CLIENT info\" --url {base_url}[/cyan]"

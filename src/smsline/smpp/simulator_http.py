@@ -16,6 +16,27 @@ from smsline.smpp.simulator_faults import Faults
 MAX_WAIT = 30.0
 
 
+class ReceiptRequest(BaseModel):
+    """A delivery receipt for no message the simulator accepted (a stray one)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    text: str = Field(
+        min_length=0,
+        max_length=254,
+        description="The receipt's short_message, e.g. `id:123 sub:001 dlvrd:001 … stat:DELIVRD err:000`.",
+    )
+    receipted_message_id: str | None = Field(
+        default=None, max_length=64, description="The `receipted_message_id` TLV; none when left out."
+    )
+    sender: str = Field(
+        default="79990000000",
+        alias="from",
+        pattern=r"^\+?[0-9]{3,20}$",
+        description="The handset the receipt is about.",
+    )
+
+
 class MoRequest(BaseModel):
     """An SMS as a customer's handset sends it."""
 
@@ -111,6 +132,20 @@ def create_app(simulator: Simulator, *, service_number: str) -> FastAPI:
                 detail=[{"loc": ["body", "text"], "msg": str(exc), "type": "value_error"}],
             ) from exc
         return {"queued": len(ids)}
+
+    @app.post("/receipts", status_code=status.HTTP_202_ACCEPTED)
+    async def post_receipt(body: ReceiptRequest) -> dict[str, int]:
+        """Queue a delivery receipt that matches no message (as SMSCs send now and then)."""
+        try:
+            delivery = simulator.inject_receipt(
+                body.text, receipted_message_id=body.receipted_message_id, source=body.sender
+            )
+        except ValueError as exc:
+            raise HTTPException(
+                status_code=422,
+                detail=[{"loc": ["body", "text"], "msg": str(exc), "type": "value_error"}],
+            ) from exc
+        return {"queued": delivery}
 
     @app.get("/messages")
     async def get_messages(
