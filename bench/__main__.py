@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from bench import campaigns, codec, customers_import, link, notifications, requests_by_sms
+from bench import campaigns, codec, customers_import, kannel, link, notifications, requests_by_sms
 from bench.report import facts, heading, machine_facts
 
 
@@ -32,6 +32,7 @@ SUITES = [
     Suite(codec.NAME, codec.MEASUREMENTS, codec.suite),
     Suite(customers_import.NAME, customers_import.MEASUREMENTS, customers_import.run),
     Suite(campaigns.NAME, campaigns.MEASUREMENTS, campaigns.run),
+    Suite(kannel.NAME, kannel.MEASUREMENTS, kannel.run),
 ]
 
 

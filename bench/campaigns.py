@@ -52,7 +52,7 @@ from bench.link import (
     simulator_process,
     wait_http,
 )
-from bench.processes import memory_of, run_measured, stop_gracefully
+from bench.processes import cpu_seconds, memory_of, run_measured, stop_gracefully
 from bench.report import facts, heading, rate, source_revision, table
 from bench.requests_by_sms import HOST, ROOT, SMSLINE, SuiteResult
 from smsline.campaigns.runner import AHEAD_UNCAPPED, BATCH
@@ -246,11 +246,6 @@ def _run_with_rusage(argv: Sequence[str], env: dict[str, str], timeout: float) -
     return elapsed, peak, stdout
 
 
-def _cpu_seconds(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 # -- 2. expansion ---------------------------------------------------------------------------------
 
@@ -333,7 +328,7 @@ async def send(url: str, campaign_id: int, recipients: int, workdir: Path) -> Se
         try:
             await wait_http(f"http://{HOST}:{http_port}/readyz")
             rss_at_start = memory_of(serve.pid, "VmRSS")
-            cpu_start, wall_start = _cpu_seconds(serve.pid), time.monotonic()
+            cpu_start, wall_start = cpu_seconds(serve.pid), time.monotonic()
             start = await asyncio.to_thread(
                 _run_with_rusage, [str(SMSLINE), "campaign", "start", str(campaign_id)], env, 120
             )
@@ -357,7 +352,7 @@ async def send(url: str, campaign_id: int, recipients: int, workdir: Path) -> Se
                     done, _, _ = await _submitted(engine, campaign_id)
                     print(f"    {time.monotonic() - looked:5.0f} s: {done:,} of {recipients:,} submitted, "
                           f"{ahead:,} waiting in the outbox", flush=True)
-            cpu_share = (_cpu_seconds(serve.pid) - cpu_start) / (time.monotonic() - wall_start)
+            cpu_share = (cpu_seconds(serve.pid) - cpu_start) / (time.monotonic() - wall_start)
             peak = memory_of(serve.pid, "VmHWM")
             async with engine.connect() as conn:
                 started_at = (

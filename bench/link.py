@@ -31,7 +31,7 @@ import httpx
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import make_url
 
-from bench.processes import stop_gracefully
+from bench.processes import cpu_seconds, stop_gracefully
 from bench.report import facts, heading, rate, source_revision, table
 from bench.requests_by_sms import HOST, ROOT, SMSLINE, SuiteResult
 from smsline.config import SmscSettings
@@ -249,7 +249,7 @@ async def outbox_run(url: str, count: int, workdir: Path, *, delay: float) -> tu
         try:
             await wait_http(f"http://{HOST}:{http_port}/readyz")
             started = time.monotonic()
-            cpu_start = _cpu_seconds(serve.pid)
+            cpu_start = cpu_seconds(serve.pid)
             submitted_at = math.nan
             deadline = started + max(600.0, count / 200)
             while time.monotonic() < deadline:
@@ -263,17 +263,12 @@ async def outbox_run(url: str, count: int, workdir: Path, *, delay: float) -> tu
             else:
                 raise RuntimeError(f"not all delivered within {deadline - started:.0f} s: {counts}")
             delivered_at = time.monotonic() - started
-            cpu = _cpu_seconds(serve.pid) - cpu_start
+            cpu = cpu_seconds(serve.pid) - cpu_start
         finally:
             await stop_gracefully(serve, 60)
             os.close(log)
     return submitted_at, delivered_at, cpu
 
-
-def _cpu_seconds(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def outbox_rates(size: str, workdir: Path) -> tuple[list[str], bool]:

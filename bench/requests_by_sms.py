@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from bench.processes import stop_gracefully
+from bench.processes import cpu_seconds, stop_gracefully
 from bench.report import facts, filesystem_of, heading, ms, percentile, rate, source_revision, table
 from smsline.domain.texts import ack_text, info_text, sms_started_text, sms_stopped_text
 from smsline.smpp import pdus
@@ -303,17 +303,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _cpu_seconds(pid: int, clock_ticks: int) -> float:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii").split()
-    except OSError:
-        return math.nan
-    fields = stat[stat.rindex(")") + 2 :].split()
-    own = (int(fields[11]) + int(fields[12])) / clock_ticks
-    return own + sum(_cpu_seconds(int(child), clock_ticks) for child in children)
-
-
 class ServiceProcess:
     """``smsline serve`` as its own process, with its own database, bound to our simulator."""
 
@@ -339,7 +328,6 @@ class ServiceProcess:
         )
         self.process: asyncio.subprocess.Process | None = None
         self._log_file: int | None = None
-        self._clock_ticks = os.sysconf("SC_CLK_TCK")
 
     async def command(self, *args: str, timeout: float = 600.0) -> str:
         process = await asyncio.create_subprocess_exec(
@@ -387,7 +375,7 @@ class ServiceProcess:
         with ``api_process``) have used, all threads."""
         if self.process is None:
             return math.nan
-        return _cpu_seconds(self.process.pid, self._clock_ticks)
+        return cpu_seconds(self.process.pid)
 
     async def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM, then wait; the exit code, or None when it had to be killed."""
