@@ -37,9 +37,10 @@ from urllib.parse import quote
 import httpx
 
 from bench.link import free_port, simulator_process
+from bench.notifications import read_response
 from bench.processes import cpu_seconds, stop_gracefully
 from bench.report import facts, heading, ms, percentile, rate
-from bench.requests_by_sms import HOST, SuiteResult
+from bench.requests_by_sms import HOST, SuiteResult, each_measurement
 
 NAME = "kannel"
 CONFIGURATIONS = {"kannel-plain": False, "kannel-receipts": True}
@@ -168,18 +169,6 @@ def sendsms(port: int, phone: str, text: str, receipts_to: str | None) -> bytes:
     return f"GET /cgi-bin/sendsms?{query} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
 
 
-async def read_status(reader: asyncio.StreamReader) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    if length:
-        await reader.readexactly(length)
-    return int(head[9:12])
-
-
 async def drive(
     port: int, first_phone: int, until: float, measure_from: float, receipts_to: str | None, out: Driven
 ) -> None:
@@ -190,7 +179,7 @@ async def drive(
             n += 1
             text = f"Your code is {n}. It expires in 10 minutes."
             writer.write(sendsms(port, f"7916{first_phone + n:07d}", text, receipts_to))
-            status = await read_status(reader)
+            status = await read_response(reader)
             if status == 202:
                 out.accepted += 1
             else:
@@ -217,7 +206,7 @@ async def wait_until_sending(control: str, port: int, receipts_to: str | None, s
         try:
             reader, writer = await asyncio.open_connection(HOST, port)
             writer.write(sendsms(port, "79160000000", "Warm-up.", receipts_to))
-            status = await read_status(reader)
+            status = await read_response(reader)
             writer.close()
             if status == 202:
                 while time.monotonic() < deadline:
@@ -317,12 +306,4 @@ async def run(*, quick: bool, only: frozenset[str]) -> SuiteResult:
         print("  skipped: Kannel is not installed (on Debian: apt-get install kannel)", flush=True)
         return SuiteResult(summary=["Kannel side by side: skipped (not installed)"], ok=True)
     seconds = QUICK_SECONDS if quick else FULL_SECONDS
-    summary: list[str] = []
-    ok = True
-    for name, receipts in CONFIGURATIONS.items():
-        if only and name not in only:
-            continue
-        line, fine = await measure(seconds, receipts=receipts)
-        summary.append(line)
-        ok = ok and fine
-    return SuiteResult(summary=summary, ok=ok)
+    return await each_measurement(CONFIGURATIONS, only, lambda receipts: measure(seconds, receipts=receipts))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.report import facts, filesystem_of, heading, ms, percentile, rate, source_revision
-from bench.requests_by_sms import HOST, ROOT, ServiceProcess, SuiteResult
+from bench.requests_by_sms import HOST, ROOT, ServiceProcess, SuiteResult, each_measurement
 from smsline.smpp.simulator import Simulator
 
 NAME = "notifications"
@@ -116,15 +116,7 @@ async def wait_ready(port: int, svc: ServiceProcess, timeout: float = 60.0) -> N
 
 async def run(*, quick: bool, only: frozenset[str]) -> SuiteResult:
     seconds = QUICK_SECONDS if quick else FULL_SECONDS
-    summary: list[str] = []
-    ok = True
-    for name, api_process in MODES.items():
-        if only and name not in only:
-            continue
-        line, fine = await measure(seconds, api_process=api_process)
-        summary.append(line)
-        ok = ok and fine
-    return SuiteResult(summary=summary, ok=ok)
+    return await each_measurement(MODES, only, lambda api_process: measure(seconds, api_process=api_process))
 
 
 async def measure(seconds: float, *, api_process: bool) -> tuple[str, bool]:

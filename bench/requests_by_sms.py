@@ -25,10 +25,10 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from bench.processes import cpu_seconds, stop_gracefully
 from bench.report import facts, filesystem_of, heading, ms, percentile, rate, source_revision, table
@@ -827,10 +827,29 @@ def _percent(value: float) -> str:
 # -- entry -----------------------------------------------------------------------------------------
 
 
+Mode = TypeVar("Mode")
+
+
 @dataclass
 class SuiteResult:
     summary: list[str]
     ok: bool
+
+
+async def each_measurement(
+    modes: Mapping[str, Mode], only: frozenset[str], measure: Callable[[Mode], Awaitable[tuple[str, bool]]]
+) -> SuiteResult:
+    """Run ``measure`` for each mode named in ``only`` (all when it is empty): their summary
+    lines, and whether all went well."""
+    summary: list[str] = []
+    ok = True
+    for name, mode in modes.items():
+        if only and name not in only:
+            continue
+        line, fine = await measure(mode)
+        summary.append(line)
+        ok = ok and fine
+    return SuiteResult(summary=summary, ok=ok)
 
 
 async def run(*, quick: bool, only: frozenset[str]) -> SuiteResult:
