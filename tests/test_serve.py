@@ -102,3 +102,32 @@ async def test_serve_on_a_database_never_migrated_says_what_to_do(tmp_path: Path
     assert "never migrated" in out
     assert "smsline db upgrade" in out
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    ("taken", "what", "setting"),
+    [
+        ("SMSLINE_HTTP_PORT", "HTTP", "http_port (SMSLINE_HTTP_PORT)"),
+        ("SMSLINE_SIMULATOR_PORT", "the SMSC simulator", "simulator_port (SMSLINE_SIMULATOR_PORT)"),
+        ("SMSLINE_SIMULATOR_HTTP_PORT", "the simulator's HTTP control",
+         "simulator_http_port (SMSLINE_SIMULATOR_HTTP_PORT)"),
+    ],
+)
+async def test_serve_on_a_taken_port_says_which_and_exits(
+    database_url: str, taken: str, what: str, setting: str
+) -> None:
+    """Another program on one of its ports: `smsline serve` says which port, what for and which
+    setting moves it, and exits 2 at once (it used to hang, printing uvicorn's traceback)."""
+    ports = {name: free_port() for name in
+             ("SMSLINE_HTTP_PORT", "SMSLINE_SIMULATOR_PORT", "SMSLINE_SIMULATOR_HTTP_PORT")}
+    env = {**os.environ, "SMSLINE_DATABASE_URL": database_url, **{k: str(v) for k, v in ports.items()}}
+    env.pop("SMSLINE_CONFIG", None)
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", ports[taken]))
+        other.listen()
+        code, out = await run("serve", env=env, timeout=30)
+    text = " ".join(out.split())  # the console wraps lines
+    assert code == 2, out
+    assert f"cannot listen on 127.0.0.1:{ports[taken]} for {what}" in text
+    assert f"Choose another port with {setting}" in text
+    assert "Traceback" not in out

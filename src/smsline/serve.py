@@ -17,12 +17,13 @@ from typing import Any
 import uvicorn
 from prometheus_client import generate_latest
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from smsline import eventloop, metrics
 from smsline.api.app import create_app
 from smsline.api.context import ApiContext
-from smsline.api.process import ApiProcess, EmbeddedServer
+from smsline.api.process import ApiProcess, CannotListen, EmbeddedServer, listen
 from smsline.campaigns.runner import CampaignRunner, Clock
 from smsline.campaigns.service import utcnow
 from smsline.config import Settings, SmscSettings
@@ -86,19 +87,44 @@ class Service:
 
     async def start(self) -> None:
         s = self.settings
+        # Every port first, before anything runs: a taken one stops the start with a clear error.
+        with contextlib.ExitStack() as bound:
+            http_socket = bound.enter_context(listen(s.http_host, s.http_port)) if self.http else None
+            simulator_sockets: tuple[socket.socket, socket.socket | None] | None = None
+            if not s.smsc_binds() and self.simulator is None:
+                smpp = bound.enter_context(
+                    listen(s.simulator_host, s.simulator_port, "the SMSC simulator",
+                           "simulator_port (SMSLINE_SIMULATOR_PORT)")
+                )
+                control = None
+                if self.http:
+                    control = bound.enter_context(
+                        listen(s.simulator_host, s.simulator_http_port, "the simulator's HTTP control",
+                               "simulator_http_port (SMSLINE_SIMULATOR_HTTP_PORT)")
+                    )
+                simulator_sockets = (smpp, control)
+            bound.pop_all()
+        await self._start(http_socket, simulator_sockets)
+
+    async def _start(
+        self,
+        http_socket: socket.socket | None,
+        simulator_sockets: tuple[socket.socket, socket.socket | None] | None,
+    ) -> None:
+        s = self.settings
         self.db = Database(s.database_url)
         self.engine = self.db.engine
         binds = s.smsc_binds()
         if not binds:
             if self.simulator is None:
+                assert simulator_sockets is not None
+                smpp, control = simulator_sockets
                 self.simulator = Simulator(receipt_delay=s.simulator_receipt_delay, keep=s.simulator_keep)
-                await self.simulator.start(s.simulator_host, s.simulator_port)
+                await self.simulator.start(s.simulator_host, sock=smpp)
                 self.owns_simulator = True
-                if self.http:
+                if control is not None:
                     app = create_simulator_app(self.simulator, service_number=s.service_number)
-                    self.simulator_http_port = await self._serve_http(
-                        app, s.simulator_host, s.simulator_http_port
-                    )
+                    self.simulator_http_port = await self._serve_http(app, control)
             binds = [SmscSettings(name="simulator", host=s.simulator_host, port=self.simulator.port)]
         self.inbound = InboundWriter(
             self.db, s, worker_id=self.worker_id, on_acks=self._on_acks
@@ -149,9 +175,10 @@ class Service:
                 on_queued=self.dispatcher.wake,
                 on_campaigns_changed=self.campaigns.wake,
             )
-            self.http_port = await self.api_process.start()
-        elif self.http:
-            self.http_port = await self._serve_http(create_app(self, self.api), s.http_host, s.http_port)
+            assert http_socket is not None
+            self.http_port = await self.api_process.start(http_socket)
+        elif http_socket is not None:
+            self.http_port = await self._serve_http(create_app(self, self.api), http_socket)
 
     def _on_acks(self, items: list[OutboxItem]) -> None:
         self.dispatcher.push(items)
@@ -161,17 +188,19 @@ class Service:
         task.add_done_callback(_report_crash)
         self._tasks.append(task)
 
-    async def _serve_http(self, app: Any, host: str, port: int) -> int:
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
-        server = EmbeddedServer(config)
-        self._spawn(server.serve(), f"http:{port}")
-        while not server.started:
-            await asyncio.sleep(0.01)
-            if server.should_exit:
-                raise OSError(f"cannot listen on {host}:{port}")
+    async def _serve_http(self, app: Any, sock: socket.socket) -> int:
+        """Serve ``app`` on a bound socket; its port, once it answers."""
+        port = int(sock.getsockname()[1])
+        server = EmbeddedServer(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self._spawn(server.serve(sockets=[sock]), f"http:{port}")
+        serving = self._tasks[-1]
+        listening = asyncio.ensure_future(server.listening.wait())
+        await asyncio.wait({listening, serving}, return_when=asyncio.FIRST_COMPLETED)
+        if not server.listening.is_set():
+            listening.cancel()
+            raise RuntimeError(f"the HTTP server on port {port} did not start")
         self._servers.append(server)
-        sockets = [s for srv in (server.servers or []) for s in srv.sockets]
-        return int(sockets[0].getsockname()[1]) if sockets else port
+        return port
 
     async def stop(self) -> None:
         """Graceful: finish in-flight submits, unbind, store what came in, leave the queue queued."""
@@ -302,4 +331,7 @@ def run_service(settings: Settings) -> None:
         eventloop.run(_serve(settings))
     except DatabaseNotMigrated as exc:
         Console(stderr=True).print(f"[red]Cannot start:[/red] {exc}")
+        raise SystemExit(2) from None
+    except CannotListen as exc:
+        Console(stderr=True).print(f"[red]Cannot start:[/red] {escape(str(exc))}.")
         raise SystemExit(2) from None

@@ -77,8 +77,21 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """The HTTP listening socket (port 0: any free port)."""
+class CannotListen(OSError):
+    """A port smsline must listen on is taken (or not allowed): which, and the setting for it."""
+
+    def __init__(self, what: str, host: str, port: int, cause: OSError, setting: str) -> None:
+        super().__init__(
+            f"cannot listen on {host}:{port} for {what}: {cause.strerror or cause}. Is another smsline"
+            f" (or another program) using it? Choose another port with {setting}"
+        )
+
+
+def listen(
+    host: str, port: int, what: str = "HTTP", setting: str = "http_port (SMSLINE_HTTP_PORT)"
+) -> socket.socket:
+    """A listening socket for HTTP (port 0: any free port); `CannotListen` names ``what`` it was
+    for and the ``setting`` that chooses the port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -86,9 +99,9 @@ def listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
         sock.listen(2048)
         sock.set_inheritable(True)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise CannotListen(what, host, port, exc, setting) from None
     return sock
 
 
@@ -155,9 +168,10 @@ class ApiProcess:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
-    async def start(self) -> int:
-        """Bind the HTTP port, start the API process and wait until it serves; returns the port."""
-        self._listener = listen(self.settings.http_host, self.settings.http_port)
+    async def start(self, listener: socket.socket) -> int:
+        """Start the API process on the service's bound HTTP socket and wait until it serves;
+        returns the port."""
+        self._listener = listener
         port = int(self._listener.getsockname()[1])
         try:
             await self._start_process()

@@ -319,13 +319,18 @@ class Simulator:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen for ESMEs; returns the bound port."""
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None
+    ) -> int:
+        """Listen for ESMEs (on ``sock`` when given, bound already); returns the bound port."""
         if self._server is not None:
             raise RuntimeError("the simulator is already running")
         loop = asyncio.get_running_loop()
         self._stopped = False
-        self._server = await loop.create_server(self._new_session, host, port)
+        if sock is not None:
+            self._server = await loop.create_server(self._new_session, sock=sock)
+        else:
+            self._server = await loop.create_server(self._new_session, host, port)
         self._port = int(self._server.sockets[0].getsockname()[1])
         self._dispatcher = loop.create_task(self._dispatch(), name="simulator-dispatch")
         log.info("SMSC simulator listening on %s:%d", host, self._port)
