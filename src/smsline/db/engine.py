@@ -31,7 +31,8 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 CHECKPOINT_EVERY = 0.2  # seconds between the service's background WAL checkpoints on SQLite
 # The database thread's own commits checkpoint only past this many WAL pages (64 MiB), which
 # happens only if the background checkpoints never complete (a reader holding an old snapshot, a
-# writer that never pauses): it bounds the WAL.
+# writer that never pauses): it bounds the WAL, to about twice this (the commits that come while
+# a background checkpoint is copying pass the mark).
 WRITER_CHECKPOINT_PAGES = 16_384
 READ_ONLY = "smsline_read_only"  # execution option of the connections `Database.read` gives
 # Every engine hides statement parameters from its errors and logs: they hold customers' phones
