@@ -14,7 +14,6 @@ import uuid
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
-import uvicorn
 from prometheus_client import generate_latest
 from rich.console import Console
 from rich.markup import escape
@@ -87,44 +86,21 @@ class Service:
 
     async def start(self) -> None:
         s = self.settings
-        # Every port first, before anything runs: a taken one stops the start with a clear error.
-        with contextlib.ExitStack() as bound:
-            http_socket = bound.enter_context(listen(s.http_host, s.http_port)) if self.http else None
-            simulator_sockets: tuple[socket.socket, socket.socket | None] | None = None
-            if not s.smsc_binds() and self.simulator is None:
-                smpp = bound.enter_context(
-                    listen(s.simulator_host, s.simulator_port, "the SMSC simulator",
-                           "simulator_port (SMSLINE_SIMULATOR_PORT)")
-                )
-                control = None
-                if self.http:
-                    control = bound.enter_context(
-                        listen(s.simulator_host, s.simulator_http_port, "the simulator's HTTP control",
-                               "simulator_http_port (SMSLINE_SIMULATOR_HTTP_PORT)")
-                    )
-                simulator_sockets = (smpp, control)
-            bound.pop_all()
-        await self._start(http_socket, simulator_sockets)
-
-    async def _start(
-        self,
-        http_socket: socket.socket | None,
-        simulator_sockets: tuple[socket.socket, socket.socket | None] | None,
-    ) -> None:
-        s = self.settings
+        binds = s.smsc_binds()
+        run_simulator = not binds and self.simulator is None
+        http_socket, simulator_sockets = self._bind_ports(run_simulator)
         self.db = Database(s.database_url)
         self.engine = self.db.engine
-        binds = s.smsc_binds()
+        if simulator_sockets is not None:
+            smpp, control = simulator_sockets
+            self.simulator = Simulator(receipt_delay=s.simulator_receipt_delay, keep=s.simulator_keep)
+            await self.simulator.start(s.simulator_host, sock=smpp)
+            self.owns_simulator = True
+            if control is not None:
+                app = create_simulator_app(self.simulator, service_number=s.service_number)
+                self.simulator_http_port = await self._serve_http(app, control)
         if not binds:
-            if self.simulator is None:
-                assert simulator_sockets is not None
-                smpp, control = simulator_sockets
-                self.simulator = Simulator(receipt_delay=s.simulator_receipt_delay, keep=s.simulator_keep)
-                await self.simulator.start(s.simulator_host, sock=smpp)
-                self.owns_simulator = True
-                if control is not None:
-                    app = create_simulator_app(self.simulator, service_number=s.service_number)
-                    self.simulator_http_port = await self._serve_http(app, control)
+            assert self.simulator is not None
             binds = [SmscSettings(name="simulator", host=s.simulator_host, port=self.simulator.port)]
         self.inbound = InboundWriter(
             self.db, s, worker_id=self.worker_id, on_acks=self._on_acks
@@ -180,24 +156,44 @@ class Service:
         elif http_socket is not None:
             self.http_port = await self._serve_http(create_app(self, self.api), http_socket)
 
+    def _bind_ports(
+        self, run_simulator: bool
+    ) -> tuple[socket.socket | None, tuple[socket.socket, socket.socket | None] | None]:
+        """Every port, before anything runs: a taken one stops the start with a clear error.
+        The HTTP socket, and the simulator's SMPP and HTTP control sockets when it runs here."""
+        s = self.settings
+        with contextlib.ExitStack() as bound:
+            http_socket = bound.enter_context(listen(s.http_host, s.http_port)) if self.http else None
+            simulator_sockets = None
+            if run_simulator:
+                smpp = bound.enter_context(
+                    listen(s.simulator_host, s.simulator_port, "the SMSC simulator",
+                           "simulator_port (SMSLINE_SIMULATOR_PORT)")
+                )
+                control = None
+                if self.http:
+                    control = bound.enter_context(
+                        listen(s.simulator_host, s.simulator_http_port, "the simulator's HTTP control",
+                               "simulator_http_port (SMSLINE_SIMULATOR_HTTP_PORT)")
+                    )
+                simulator_sockets = (smpp, control)
+            bound.pop_all()
+        return http_socket, simulator_sockets
+
     def _on_acks(self, items: list[OutboxItem]) -> None:
         self.dispatcher.push(items)
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         task.add_done_callback(_report_crash)
         self._tasks.append(task)
+        return task
 
     async def _serve_http(self, app: Any, sock: socket.socket) -> int:
         """Serve ``app`` on a bound socket; its port, once it answers."""
         port = int(sock.getsockname()[1])
-        server = EmbeddedServer(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self._spawn(server.serve(sockets=[sock]), f"http:{port}")
-        serving = self._tasks[-1]
-        listening = asyncio.ensure_future(server.listening.wait())
-        await asyncio.wait({listening, serving}, return_when=asyncio.FIRST_COMPLETED)
-        if not server.listening.is_set():
-            listening.cancel()
+        server = EmbeddedServer(app)
+        if not await server.until_listening(self._spawn(server.serve(sockets=[sock]), f"http:{port}")):
             raise RuntimeError(f"the HTTP server on port {port} did not start")
         self._servers.append(server)
         return port

@@ -61,11 +61,19 @@ RESTART_DELAY = 1.0
 
 
 class EmbeddedServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to smsline."""
+    """A uvicorn server for ``app`` on a socket smsline bound, leaving signal handling to
+    smsline."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
+    def __init__(self, app: Any) -> None:
+        super().__init__(uvicorn.Config(app, log_level="warning", lifespan="off"))
         self.listening = asyncio.Event()
+
+    async def until_listening(self, serving: asyncio.Task[None]) -> bool:
+        """Wait until the server listens (True) or its ``serving`` task has ended (False)."""
+        listening = asyncio.ensure_future(self.listening.wait())
+        await asyncio.wait({listening, serving}, return_when=asyncio.FIRST_COMPLETED)
+        listening.cancel()
+        return self.listening.is_set()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
@@ -374,10 +382,8 @@ class ServiceChannel:
         except ConnectionError:
             # The service went away (restarting, or killed) before it answered: the request may
             # or may not be queued, and a retry with the same Idempotency-Key finds out safely.
-            raise ProblemError(
-                "service-unavailable",
-                "smsline is restarting; send the request again with the same Idempotency-Key",
-                headers={"Retry-After": "1"},
+            raise _unavailable(
+                "smsline is restarting; send the request again with the same Idempotency-Key"
             ) from None
         if "failed" in answer:
             raise RuntimeError(f"the service could not queue the notification ({answer['failed']})")
@@ -394,9 +400,7 @@ class ServiceChannel:
         try:
             text: str = await self._ask({"ask": "metrics"}, 10.0)
         except (TimeoutError, ConnectionError):
-            raise ProblemError(
-                "service-unavailable", "the service does not answer", headers={"Retry-After": "1"}
-            ) from None
+            raise _unavailable("the service does not answer") from None
         return text.encode()
 
     async def listen(self) -> None:
@@ -417,6 +421,10 @@ class ServiceChannel:
                     future.set_exception(ConnectionError("the service has gone"))
             if not self.closed.done():
                 self.closed.set_result(None)
+
+
+def _unavailable(detail: str) -> ProblemError:
+    return ProblemError("service-unavailable", detail, headers={"Retry-After": "1"})
 
 
 def run_api_process(settings: Settings, listener: socket.socket, channel: socket.socket) -> None:
@@ -442,23 +450,21 @@ async def _serve(settings: Settings, listener: socket.socket, channel: socket.so
         queue_elsewhere=service.queue,
     )
     app = create_app(service, api)
-    server = EmbeddedServer(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = EmbeddedServer(app)
     serving = loop.create_task(server.serve(sockets=[listener]))
     terminated = service.stopping
     loop.add_signal_handler(signal.SIGTERM, terminated.set)
-    listening = loop.create_task(server.listening.wait())
-    await asyncio.wait({listening, serving}, return_when="FIRST_COMPLETED")
+    started = await server.until_listening(serving)
     # As in the service: what starting made lives as long as the process; frozen, a full
     # collection does not walk it.
     gc.collect()
     gc.freeze()
-    if server.listening.is_set():
+    if started:
         service.send({"started": True})
         stopped = loop.create_task(terminated.wait())
         ends: set[asyncio.Future[Any]] = {service.closed, stopped, serving}
         await asyncio.wait(ends, return_when="FIRST_COMPLETED")
         stopped.cancel()
-    listening.cancel()
     server.should_exit = True
     await asyncio.gather(serving, return_exceptions=True)
     api.close()

@@ -22,7 +22,6 @@ class ReceiptRequest(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
     text: str = Field(
-        min_length=0,
         max_length=254,
         description="The receipt's short_message, e.g. `id:123 sub:001 dlvrd:001 … stat:DELIVRD err:000`.",
     )
